@@ -1,0 +1,1 @@
+"""The `celpaint` command line: thin Typer commands over the library."""

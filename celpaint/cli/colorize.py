@@ -1,0 +1,88 @@
+"""`celpaint colorize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from celpaint.cli.options import Crf, Device, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.progress import RichProgress
+from celpaint.errors import InputError
+from celpaint.models.zoo import DEFAULT_MODEL
+from celpaint.pipeline.media import parse_frame_rate
+
+
+def colorize_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Videos, folders of frames or images.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output video, image or folder; a folder for several inputs. "
+            "Default: NAME_color beside each input.",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Shipped model name or checkpoint directory.")
+    ] = DEFAULT_MODEL,
+    device: Device = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto (fp16 on CUDA), fp32, fp16 or bf16.")
+    ] = "auto",
+    batch_size: Annotated[
+        str, typer.Option("--batch-size", "-b", help="Frames per batch, or auto.")
+    ] = "auto",
+    work_size: Annotated[
+        int | None,
+        typer.Option("--work-size", help="Long side the model sees (default: the model's)."),
+    ] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    crf: Crf = 18,
+    lossless: Lossless = False,
+    fps: Fps = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")] = False,
+    overwrite: Overwrite = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
+    ] = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Colorize clips, frame folders or images."""
+    from celpaint.pipeline.colorizer import Colorizer
+    from celpaint.pipeline.run import ColorizeOptions, colorize
+
+    options = ColorizeOptions(
+        batch_size=_batch_size(batch_size),
+        overwrite=overwrite,
+        resume=resume,
+        crf=crf,
+        lossless=lossless,
+        fps=parse_frame_rate(fps) if fps else None,
+        keep_audio=not no_audio,
+        ffmpeg=ffmpeg,
+    )
+    colorizer = Colorizer.from_pretrained(
+        model,
+        device=device,
+        precision=precision,
+        work_size=work_size,
+        batch_size=options.batch_size,
+        compile=compile,
+    )
+    with RichProgress(quiet=quiet) as progress:
+        colorize(inputs, output, colorizer, options, progress)
+
+
+def _batch_size(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"--batch-size {text!r} must be a positive number or auto")
+    return int(text)

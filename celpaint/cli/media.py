@@ -1,0 +1,126 @@
+"""`celpaint extract`, `celpaint assemble` and `celpaint info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from celpaint.cli.options import AudioFrom, Crf, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.progress import RichProgress
+from celpaint.errors import InputError
+from celpaint.pipeline.media import parse_frame_rate
+
+
+def extract_command(
+    video: Annotated[Path, typer.Argument(help="The clip to split into frames.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNG frames.")],
+    overwrite: Overwrite = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip frames already extracted.")
+    ] = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Split a clip into numbered PNG frames (frame_000001.png, ...)."""
+    from celpaint.pipeline.run import ColorizeOptions, convert, output_kind
+
+    if output_kind(output) != "folder":
+        raise InputError(f"extract writes a folder of frames; {output} looks like a file")
+    options = ColorizeOptions(overwrite=overwrite, resume=resume, ffmpeg=ffmpeg)
+    with RichProgress(quiet=quiet, verb="extracted") as progress:
+        convert(video, output, options, progress)
+
+
+def assemble_command(
+    frames: Annotated[Path, typer.Argument(help="Folder of frames (natural order).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The video to write.")],
+    fps: Fps = "24",
+    audio_from: AudioFrom = None,
+    crf: Crf = 18,
+    lossless: Lossless = False,
+    overwrite: Overwrite = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Join a folder of frames into a video, optionally with the audio of another clip."""
+    from celpaint.pipeline.run import ColorizeOptions, convert, output_kind
+
+    if not frames.is_dir():
+        raise InputError(f"{frames} is not a folder of frames")
+    if output_kind(output) != "video":
+        raise InputError(f"assemble writes a video (.mp4, .mov, .mkv, ...), not {output.name}")
+    if audio_from is not None and not audio_from.exists():
+        raise InputError(f"--audio-from {audio_from} does not exist")
+    options = ColorizeOptions(
+        overwrite=overwrite,
+        crf=crf,
+        lossless=lossless,
+        fps=parse_frame_rate(fps or "24"),
+        audio_from=audio_from,
+        ffmpeg=ffmpeg,
+    )
+    with RichProgress(quiet=quiet, verb="assembled") as progress:
+        convert(frames, output, options, progress)
+
+
+def info_command(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Clips, frame folders or images to describe.")
+    ] = None,
+    ffmpeg: FFmpeg = None,
+) -> None:
+    """Describe clips (fps, frames, size, duration, audio), the compute devices and the models."""
+    import torch
+
+    from celpaint.models import zoo
+    from celpaint.pipeline.media import find_ffmpeg
+    from celpaint.pipeline.sources import open_source
+
+    console = Console()
+    ffmpeg_path = find_ffmpeg(ffmpeg)
+    for path in paths or []:
+        with open_source(path, ffmpeg_path) as source:
+            info = source.info
+            table = Table(title=str(path), show_header=False, title_justify="left")
+            table.add_row("kind", info.kind)
+            table.add_row("size", f"{info.width}x{info.height}")
+            table.add_row("frames", str(info.frame_count))
+            if info.fps is not None:
+                table.add_row("fps", f"{info.fps} ({float(info.fps):.3f})")
+            media = info.media
+            if media is not None:
+                duration = f"{media.duration:.3f} s" if media.duration is not None else "unknown"
+                table.add_row("duration", duration)
+                table.add_row("codec", media.codec)
+                table.add_row("variable frame rate", "yes" if media.variable_frame_rate else "no")
+                audio = "; ".join(a.description.split("Audio: ", 1)[-1] for a in media.audio)
+                table.add_row("audio", audio or "none")
+            console.print(table)
+
+    devices = Table(title="devices", show_header=False, title_justify="left")
+    devices.add_row("cpu", f"{torch.get_num_threads()} threads")
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        props = torch.cuda.get_device_properties(index)
+        devices.add_row(f"cuda:{index}", f"{props.name}, {props.total_memory / 2**30:.0f} GiB")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.add_row("mps", "available")
+    devices.add_row("ffmpeg", ffmpeg_path)
+    console.print(devices)
+
+    models = Table(title="models", title_justify="left")
+    for column in ("name", "input", "output", "work size", "trained on"):
+        models.add_column(column)
+    for name, config in zoo.describe():
+        default = " (default)" if name == zoo.DEFAULT_MODEL else ""
+        models.add_row(
+            name + default, config.input_kind, config.output, str(config.work_size),
+            config.trained_on,
+        )  # fmt: skip
+    if not models.rows:
+        models.add_row("none shipped", "", "", "", "")
+    console.print(models)

@@ -1,0 +1,33 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+FFmpeg = Annotated[
+    str | None,
+    typer.Option(
+        "--ffmpeg",
+        envvar="CELPAINT_FFMPEG",
+        help="ffmpeg binary (default: ffmpeg on PATH, else the one bundled with imageio-ffmpeg).",
+    ),
+]
+Crf = Annotated[
+    int,
+    typer.Option("--crf", min=0, max=51, help="Video quality: lower is better (18 ~ transparent)."),
+]
+Lossless = Annotated[bool, typer.Option("--lossless", help="Bit-exact video output (large files).")]
+Fps = Annotated[
+    str | None,
+    typer.Option("--fps", help="Frame rate for frame folders written as video, e.g. 24000/1001."),
+]
+AudioFrom = Annotated[
+    Path | None,
+    typer.Option("--audio-from", help="Copy the audio streams of this clip into the video."),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]

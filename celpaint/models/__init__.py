@@ -1,0 +1,14 @@
+"""Networks, their registry and the checkpoint format. Pure torch: no cv2, no ffmpeg."""
+
+from celpaint.models.checkpoint import ModelConfig, load_model, read_config, save_model
+from celpaint.models.registry import available, build, register
+
+__all__ = [
+    "ModelConfig",
+    "available",
+    "build",
+    "load_model",
+    "read_config",
+    "register",
+    "save_model",
+]

@@ -1,0 +1,39 @@
+"""The models shipped inside the package (``celpaint/models/weights/<name>/``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from celpaint.errors import CheckpointError
+from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, read_config
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "lineart"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Names of the shipped models and their directories, sorted by name."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(WEIGHTS_DIR.iterdir()) if (p / CONFIG_NAME).is_file()}
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Turn ``--model`` into a checkpoint directory: a shipped name, or a path."""
+    text = str(name_or_path)
+    shipped = shipped_models()
+    if text in shipped:
+        return shipped[text]
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    names = ", ".join(shipped) or "none are installed"
+    raise CheckpointError(
+        f"model {text!r} is neither a shipped model ({names}) nor an existing directory"
+    )
+
+
+def describe() -> list[tuple[str, ModelConfig]]:
+    """``(name, config)`` of every shipped model."""
+    return [(name, read_config(path)) for name, path in shipped_models().items()]

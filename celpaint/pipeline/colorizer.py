@@ -1,0 +1,286 @@
+"""Colorizer: a loaded generator on a device, turning RGB frames into colored RGB frames."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from celpaint import color
+from celpaint.errors import InputError, ProcessingError
+from celpaint.models import zoo
+from celpaint.models.checkpoint import ModelConfig, load_model
+
+log = logging.getLogger("celpaint")
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit devices are checked."""
+    text = str(device)
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        raise InputError(
+            f"--device {text!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {text}: no CUDA GPU is available; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are present"
+            )
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"--device {text}: Apple MPS is not available; use --device cpu")
+    elif resolved.type != "cpu":
+        raise InputError(f"--device {text!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` is fp16 on CUDA (where it is about twice as fast) and fp32 elsewhere."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise InputError(f"--precision {precision!r} is unknown; use auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("--precision fp16 needs a GPU; on the CPU use fp32 (or bf16)")
+    return _DTYPES[precision]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
+
+
+@dataclass
+class WorkGeometry:
+    """How a ``height x width`` frame is fitted to the network.
+
+    The frame is scaled to ``work_height x work_width`` (never up) and padded on the right and
+    bottom to ``padded_height x padded_width``, multiples of the network's size multiple.
+    """
+
+    height: int
+    width: int
+    work_height: int
+    work_width: int
+    padded_height: int
+    padded_width: int
+
+    @classmethod
+    def fit(cls, height: int, width: int, work_size: int, multiple: int) -> WorkGeometry:
+        scale = min(1.0, work_size / max(height, width))
+        work_height = max(1, round(height * scale))
+        work_width = max(1, round(width * scale))
+
+        def up(value: int) -> int:
+            return -(-value // multiple) * multiple
+
+        return cls(height, width, work_height, work_width, up(work_height), up(work_width))
+
+    @property
+    def scaled(self) -> bool:
+        return (self.work_height, self.work_width) != (self.height, self.width)
+
+
+class Colorizer:
+    """A generator ready to colorize frames.
+
+    Args:
+        model: the generator (see ``celpaint.models``); moved to ``device`` here.
+        config: its ``ModelConfig`` (input kind, output kind, size multiple, work size).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto`` (fp16 on CUDA, else fp32), ``fp32``, ``fp16`` or ``bf16``.
+        work_size: long side the network sees; larger frames are scaled down for the network
+            only. Defaults to the model's ``work_size``.
+        batch_size: frames per forward pass; None picks one for the device. On CUDA an
+            out-of-memory error halves it and retries the same frames.
+        compile: wrap the generator in ``torch.compile``.
+
+    Call ``colorize(frames)`` with uint8 RGB ``(B, H, W, 3)`` frames; it returns colored frames
+    of the same shape. For a grayscale (L*a*b*) model the output keeps the input's L* exactly
+    (up to 8-bit rounding).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: ModelConfig,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        work_size: int | None = None,
+        batch_size: int | None = None,
+        compile: bool = False,
+    ):
+        self.config = config
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.work_size = int(work_size or config.work_size)
+        if self.work_size < config.size_multiple:
+            raise InputError(
+                f"--work-size {self.work_size} is smaller than the model's size multiple "
+                f"({config.size_multiple})"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size or self._default_batch_size()
+        model = model.to(self.device).eval()
+        if self.dtype != torch.float32:
+            model = model.to(self.dtype)
+        if self.device.type != "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if compile else model
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = zoo.DEFAULT_MODEL, **kwargs
+    ) -> Colorizer:
+        """Load a shipped model by name, or a checkpoint (or training run) directory."""
+        directory = zoo.resolve(name_or_path)
+        # A training run directory holds the generator in a subfolder.
+        if not (directory / "config.json").exists() and (directory / "generator").is_dir():
+            directory = directory / "generator"
+        model, config = load_model(directory)
+        return cls(model, config, **kwargs)
+
+    def _default_batch_size(self) -> int:
+        if self.device.type != "cuda":
+            return 4
+        free, _ = torch.cuda.mem_get_info(self.device)
+        pixels = self.work_size * self.work_size
+        # About 1 kB of activations per pixel per frame in half precision for our U-Nets;
+        # a wrong guess only costs one halving through the out-of-memory backoff.
+        per_frame = pixels * 1024 * (2 if self.dtype != torch.float32 else 4) // 2
+        return int(max(1, min(64, free * 0.5 // per_frame)))
+
+    @property
+    def input_kind(self) -> str:
+        return self.config.input_kind
+
+    def geometry(self, height: int, width: int) -> WorkGeometry:
+        return WorkGeometry.fit(height, width, self.work_size, self.config.size_multiple)
+
+    @torch.inference_mode()
+    def colorize(self, frames: np.ndarray) -> np.ndarray:
+        """Colorize uint8 RGB frames ``(B, H, W, 3)``; returns uint8 RGB ``(B, H, W, 3)``."""
+        if frames.ndim == 3:
+            return self.colorize(frames[None])[0]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 (B, H, W, 3) frames, got {frames.dtype} {frames.shape}"
+            )
+        rgb = self.to_tensor(frames)
+        lab = self.predict_lab(rgb)
+        return self.to_frames(self.render(lab, rgb))
+
+    def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` -> float32 RGB ``(B, 3, H, W)`` in [0, 1] on the device."""
+        tensor = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        else:
+            tensor = tensor.to(self.device)
+        return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+    def network_input(self, rgb: torch.Tensor, geometry: WorkGeometry) -> torch.Tensor:
+        """RGB ``(B, 3, H, W)`` -> the normalised, scaled and padded ``(B, 1, h', w')`` input."""
+        if geometry.scaled:
+            rgb = F.interpolate(
+                rgb, (geometry.work_height, geometry.work_width), mode="bilinear",
+                antialias=True, align_corners=False,
+            )  # fmt: skip
+        if self.input_kind == "lineart":
+            source = color.normalize_unit(color.rgb_to_gray(rgb).clamp(0, 1))
+        else:
+            source = color.normalize_l(color.rgb_to_lab(rgb)[:, :1])
+        pad_bottom = geometry.padded_height - geometry.work_height
+        pad_right = geometry.padded_width - geometry.work_width
+        if pad_bottom or pad_right:
+            # Replicate the border: zeros would read as a black frame edge (a line) to the model.
+            source = F.pad(source, (0, pad_right, 0, pad_bottom), mode="replicate")
+        return source
+
+    def predict_lab(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Run the generator; returns L*a*b* ``(B, 3, h, w)`` at the work size (float32).
+
+        For ``ab`` models L* is the input's; for ``rgb`` models everything is predicted.
+        """
+        geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
+        source = self.network_input(rgb, geometry)
+        output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
+        if self.config.output == "rgb":
+            return color.rgb_to_lab(color.denormalize_unit(output))
+        l_channel = color.denormalize_l(source[..., : geometry.work_height, : geometry.work_width])
+        return torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
+
+    def render(self, lab: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """L*a*b* at the work size + native RGB input -> native RGB ``(B, 3, H, W)`` in [0, 1]."""
+        height, width = rgb.shape[-2:]
+        if lab.shape[-2:] != (height, width):
+            lab = F.interpolate(lab, (height, width), mode="bilinear", align_corners=False)
+        if self.config.output == "ab":
+            # Keep the native luminance exactly: only chroma comes from the network.
+            lab = torch.cat([color.rgb_to_lab(rgb)[:, :1], lab[:, 1:]], dim=1)
+        return color.lab_to_rgb(lab)
+
+    @staticmethod
+    def to_frames(rgb: torch.Tensor) -> np.ndarray:
+        """RGB ``(B, 3, H, W)`` in [0, 1] -> uint8 ``(B, H, W, 3)`` on the CPU."""
+        out = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    def _forward(self, source: torch.Tensor) -> torch.Tensor:
+        source = source.to(self.dtype)
+        if self.device.type != "cpu":
+            source = source.contiguous(memory_format=torch.channels_last)
+        return self.model(source).float()
+
+    def run_generator(self, source: torch.Tensor) -> torch.Tensor:
+        """Forward ``source`` in chunks of ``batch_size``, halving it on out-of-memory errors.
+
+        Each chunk is retried until it succeeds, so no frame is lost or computed twice into
+        the output.
+        """
+        outputs = []
+        start = 0
+        while start < len(source):
+            size = min(self.batch_size, len(source) - start)
+            try:
+                outputs.append(self._forward(source[start : start + size]))
+            except Exception as error:
+                if not _is_out_of_memory(error):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if size == 1:
+                    raise ProcessingError(
+                        f"out of memory on {self.device} even for one frame at work size "
+                        f"{self.work_size}; lower --work-size or use --device cpu"
+                    ) from None
+                self.batch_size = max(1, size // 2)
+                log.warning(
+                    "out of memory at batch size %d: retrying with %d", size, self.batch_size
+                )
+                continue
+            start += size
+        return torch.cat(outputs)

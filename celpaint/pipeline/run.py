@@ -1,0 +1,435 @@
+"""Colorizing (or just converting) sources into sinks: planning outputs and streaming frames.
+
+``colorize`` is the library entry point behind ``celpaint colorize``; ``convert`` is the same
+engine without a model, behind ``celpaint extract`` and ``celpaint assemble``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from celpaint.errors import InputError
+from celpaint.pipeline.frames import IMAGE_EXTENSIONS, FrameFolderWriter, write_image
+from celpaint.pipeline.media import find_ffmpeg
+from celpaint.pipeline.sources import Source, frame_name, open_source
+from celpaint.pipeline.video import WRITABLE_EXTENSIONS, VideoWriter
+
+log = logging.getLogger("celpaint")
+
+OutputKind = Literal["video", "folder", "image"]
+DEFAULT_FOLDER_FPS = Fraction(24)
+
+# A batch transform: uint8 RGB (B, H, W, 3) in, uint8 RGB (B, H, W, 3) out.
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ColorizeOptions:
+    """How outputs are written (the model's own options live on ``Colorizer``).
+
+    Attributes:
+        batch_size: frames per batch read from the source; None uses the colorizer's.
+        overwrite: replace existing outputs.
+        resume: for frame-folder outputs, skip frames whose file already exists.
+        crf: video quality (lower is better).
+        lossless: bit-exact video output.
+        fps: frame rate for frame-folder inputs written as video (default 24).
+        audio_from: clip whose audio goes into video outputs; by default a video input's own.
+        keep_audio: copy the input's audio into video outputs.
+        ffmpeg: ffmpeg binary; found automatically when None.
+    """
+
+    batch_size: int | None = None
+    overwrite: bool = False
+    resume: bool = False
+    crf: int = 18
+    lossless: bool = False
+    fps: Fraction | None = None
+    audio_from: Path | None = None
+    keep_audio: bool = True
+    ffmpeg: str | None = None
+
+
+@dataclass
+class Job:
+    """One input and where its output goes."""
+
+    input: Path
+    output: Path
+    output_kind: OutputKind
+    source: Source | None = None
+
+
+@dataclass
+class JobResult:
+    input: Path
+    output: Path
+    frames: int
+    skipped: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Progress:
+    """Progress callbacks; the defaults do nothing. The CLI renders them with rich."""
+
+    def start(self, jobs: Sequence[Job]) -> None:
+        """Called once with every planned job (sources open, so frame counts are known)."""
+
+    def job_start(self, job: Job) -> None:
+        """Called before the first frame of ``job``."""
+
+    def advance(self, frames: int) -> None:
+        """Called after ``frames`` more frames were written (or skipped on resume)."""
+
+    def job_end(self, result: JobResult) -> None:
+        """Called when a job's output is complete and in place."""
+
+
+@dataclass
+class _Batch:
+    names: list[str] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+def output_kind(path: Path) -> OutputKind:
+    suffix = path.suffix.lower()
+    if suffix in WRITABLE_EXTENSIONS:
+        return "video"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    return "folder"
+
+
+def _default_output(source: Source, tag: str) -> Path:
+    info = source.info
+    if info.kind == "folder":
+        return info.path.with_name(f"{info.path.name}_{tag}")
+    suffix = info.path.suffix.lower()
+    if info.kind == "image":
+        return info.path.with_name(f"{info.path.stem}_{tag}.png")
+    return info.path.with_name(
+        f"{info.path.stem}_{tag}{suffix if suffix in WRITABLE_EXTENSIONS else '.mp4'}"
+    )
+
+
+def _output_in_folder(source: Source, folder: Path) -> Path:
+    info = source.info
+    if info.kind == "folder":
+        return folder / info.path.name
+    if info.kind == "image":
+        return folder / f"{info.path.stem}.png"
+    suffix = info.path.suffix.lower()
+    name = info.path.name if suffix in WRITABLE_EXTENSIONS else f"{info.path.stem}.mp4"
+    return folder / name
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path) -> None:
+    """Fail early, before any output exists, if ``path`` cannot be created."""
+    ancestor = path.parent
+    while not ancestor.exists():
+        if ancestor == ancestor.parent:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: the folder {ancestor} is not writable")
+
+
+def plan(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike | None,
+    options: ColorizeOptions,
+    tag: str = "color",
+) -> list[Job]:
+    """Open every input and decide every output, checking all of them before any work starts.
+
+    Rules: one input and ``output`` with a video extension gives a video, with an image
+    extension an image, otherwise a folder of PNGs. Several inputs need ``output`` to be a
+    folder, which receives one output per input named after it. Without ``output`` each result
+    goes beside its input as ``NAME_<tag>``.
+
+    Raises:
+        InputError: for any input that cannot be read or output that cannot be written; the
+            sources opened so far are closed.
+    """
+    if not inputs:
+        raise InputError("no input given")
+    jobs: list[Job] = []
+    try:
+        ffmpeg = options.ffmpeg or find_ffmpeg()
+        options.ffmpeg = ffmpeg
+        sources = []
+        for item in inputs:
+            sources.append(open_source(item, ffmpeg))
+            jobs.append(Job(Path(item), Path(), "folder", sources[-1]))
+        target = Path(output) if output is not None else None
+        if target is not None and len(jobs) > 1 and output_kind(target) != "folder":
+            raise InputError(
+                f"{len(jobs)} inputs need -o to be a folder (one output each), not {target.name}"
+            )
+        for job in jobs:
+            if target is None:
+                job.output = _default_output(job.source, tag)
+            elif len(jobs) > 1:
+                job.output = _output_in_folder(job.source, target)
+            else:
+                job.output = target
+            job.output_kind = output_kind(job.output)
+            _check_job(job, options)
+        seen: dict[Path, Path] = {}
+        for job in jobs:
+            key = job.output.resolve()
+            if key in seen:
+                raise InputError(
+                    f"{seen[key]} and {job.input} would both be written to {job.output}; "
+                    "give them different names or run them separately"
+                )
+            seen[key] = job.input
+    except BaseException:
+        for job in jobs:
+            job.source.close()
+        raise
+    return jobs
+
+
+def _check_job(job: Job, options: ColorizeOptions) -> None:
+    kind = job.source.info.kind
+    if any(_same_path(job.output, other) for other in (job.input,)):
+        raise InputError(f"the output {job.output} is the input; choose another output path")
+    if kind != "image" and job.output_kind == "image":
+        raise InputError(
+            f"{job.input} has several frames: write them to a folder or a video, "
+            f"not to the image {job.output.name}"
+        )
+    if kind == "image" and job.output_kind == "video":
+        raise InputError(f"{job.input} is a single image: write it to an image or a folder")
+    if job.output.exists():
+        if job.output_kind == "folder":
+            if not job.output.is_dir():
+                raise InputError(f"{job.output} exists and is not a folder")
+            if any(job.output.iterdir()) and not (options.overwrite or options.resume):
+                raise InputError(
+                    f"{job.output} already holds files; pass --resume to finish it or "
+                    "--overwrite to replace its frames"
+                )
+        elif job.output.is_dir():
+            raise InputError(f"{job.output} is a folder; the output must be a file")
+        elif not options.overwrite:
+            raise InputError(f"{job.output} already exists; pass --overwrite to replace it")
+    _check_writable(job.output if job.output_kind != "folder" else job.output / "frame.png")
+
+
+class _ImageSink:
+    def __init__(self, path: Path):
+        self.path = path
+        self.frames_written = 0
+
+    def is_done(self, name: str) -> bool:
+        return False
+
+    def write(self, name: str, rgb: np.ndarray) -> None:
+        write_image(self.path, rgb)
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        return self.path
+
+    def abort(self) -> None:
+        pass
+
+
+class _VideoSink:
+    def __init__(self, writer: VideoWriter):
+        self.writer = writer
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def is_done(self, name: str) -> bool:
+        return False
+
+    def write(self, name: str, rgb: np.ndarray) -> None:
+        self.writer.write(rgb)
+
+    def close(self) -> Path:
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def _open_sink(job: Job, options: ColorizeOptions):
+    info = job.source.info
+    if job.output_kind == "image":
+        return _ImageSink(job.output)
+    if job.output_kind == "folder":
+        if options.resume and info.kind == "image":
+            log.info("--resume has no effect on a single image")
+        return FrameFolderWriter(job.output, resume=options.resume)
+    if options.resume:
+        log.warning("%s: --resume applies to frame-folder outputs; the video is redone", job.output)
+    fps = options.fps or info.fps
+    if fps is None:
+        fps = DEFAULT_FOLDER_FPS
+        log.warning("%s has no frame rate: writing %s fps (set --fps)", job.input, fps)
+    audio = options.audio_from
+    if audio is None and options.keep_audio and info.media is not None and info.media.audio:
+        audio = info.media
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    writer = VideoWriter(
+        job.output, info.width, info.height, fps, ffmpeg=options.ffmpeg, audio_from=audio,
+        crf=options.crf, lossless=options.lossless,
+    )  # fmt: skip
+    return _VideoSink(writer)
+
+
+def run_job(
+    job: Job,
+    transform: Transform | None,
+    batch_size: int,
+    options: ColorizeOptions,
+    progress: Progress,
+) -> JobResult:
+    """Stream one source through ``transform`` into its sink.
+
+    The output appears at ``job.output`` only when complete (videos and images), or frame by
+    frame (folders); on any error or interrupt the partial video is deleted.
+    """
+    info = job.source.info
+    media = info.media
+    if media is not None and media.variable_frame_rate:
+        log.warning(
+            "%s has a variable frame rate: every frame is kept once and written at a constant "
+            "%s fps, so the timing of some frames shifts slightly",
+            job.input.name, media.fps,
+        )  # fmt: skip
+    started = time.perf_counter()
+    progress.job_start(job)
+    sink = _open_sink(job, options)
+    skipped = 0
+    batch = _Batch()
+
+    def flush() -> None:
+        if not batch.frames:
+            return
+        frames = np.stack(batch.frames)
+        outputs = transform(frames) if transform is not None else frames
+        for name, rgb in zip(batch.names, outputs, strict=True):
+            sink.write(name, rgb)
+        progress.advance(len(batch.frames))
+        batch.names.clear()
+        batch.frames.clear()
+
+    try:
+        for index, frame in enumerate(job.source.frames()):
+            name = info.names[index] if index < len(info.names) else frame_name(index)
+            if sink.is_done(name):
+                skipped += 1
+                progress.advance(1)
+                continue
+            batch.names.append(name)
+            batch.frames.append(frame)
+            if len(batch.frames) >= batch_size:
+                flush()
+        flush()
+        output = sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        job.source.close()
+    result = JobResult(
+        job.input, output, sink.frames_written, skipped, time.perf_counter() - started
+    )
+    progress.job_end(result)
+    return result
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    transform: Transform | None,
+    batch_size: int,
+    options: ColorizeOptions,
+    progress: Progress | None = None,
+) -> list[JobResult]:
+    progress = progress or Progress()
+    progress.start(jobs)
+    results = []
+    try:
+        for job in jobs:
+            results.append(run_job(job, transform, batch_size, options, progress))
+    finally:
+        for job in jobs:
+            job.source.close()
+    return results
+
+
+def colorize(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike | None = None,
+    colorizer=None,
+    options: ColorizeOptions | None = None,
+    progress: Progress | None = None,
+) -> list[JobResult]:
+    """Colorize clips, frame folders or images.
+
+    Args:
+        inputs: one path or several (videos, folders of frames, images).
+        output: a video, image or folder path for one input; a folder for several; None to
+            write ``NAME_color`` beside each input.
+        colorizer: a ``Colorizer``; the shipped default model on the best device if None.
+        options: output options (see ``ColorizeOptions``).
+        progress: callbacks for progress reporting.
+
+    Returns:
+        One ``JobResult`` per input, in order.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    options = options or ColorizeOptions()
+    jobs = plan(inputs, output, options)
+    try:
+        if colorizer is None:
+            from celpaint.pipeline.colorizer import Colorizer
+
+            colorizer = Colorizer.from_pretrained()
+    except BaseException:
+        for job in jobs:
+            job.source.close()
+        raise
+    batch_size = options.batch_size or colorizer.batch_size
+    return run_jobs(jobs, colorizer.colorize, batch_size, options, progress)
+
+
+def convert(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    options: ColorizeOptions | None = None,
+    progress: Progress | None = None,
+) -> JobResult:
+    """Copy frames from one source to one sink unchanged: video -> frames, frames -> video."""
+    options = options or ColorizeOptions()
+    jobs = plan([input], output, options)
+    return run_jobs(jobs, None, options.batch_size or 16, options, progress)[0]
