@@ -1,0 +1,1 @@
+"""Readers, writers and the streaming colorize pipeline. IO lives here, at the edges."""
