@@ -19,9 +19,7 @@ CLIP_FRAMES = 24
 
 
 def tiny_unet_args(out_channels: int) -> dict:
-    return dict(
-        in_channels=1, out_channels=out_channels, depth=4, base_channels=4, max_channels=16
-    )
+    return dict(in_channels=1, out_channels=out_channels, depth=4, base_channels=4, max_channels=16)
 
 
 def make_checkpoint(directory: Path, kind: str = "lineart", work_size: int = 128) -> Path:

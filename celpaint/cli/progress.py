@@ -55,13 +55,14 @@ class RichProgress(run.Progress):
         self._current: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._progress.stop()
 
     def start(self, jobs: Sequence[run.Job]) -> None:
+        # Started only once the inputs are checked, so an error comes out as a clean line.
+        self._progress.start()
         if len(jobs) > 1:
             total = sum(job.source.info.frame_count for job in jobs)
             self._overall = self._progress.add_task(f"all {len(jobs)} inputs", total=total)

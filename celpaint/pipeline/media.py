@@ -115,9 +115,11 @@ def probe(path: str | os.PathLike, ffmpeg: str | None = None) -> MediaInfo:
         raise InputError(f"{path} is not a file")
     # "-i" alone makes ffmpeg describe the input and exit with an error (no output given);
     # the description on stderr is all we need from this call.
-    header = run_ffmpeg(["-i", str(path)], ffmpeg).stderr.decode("utf-8", "replace")
+    header = run_ffmpeg(["-i", str(path.absolute())], ffmpeg).stderr.decode("utf-8", "replace")
     video = _VIDEO_STREAM.search(header)
     if not video:
+        if _AUDIO_STREAM.search(header):
+            raise InputError(f"{path} has no video stream (audio only); nothing to colorize")
         reason = _last_error_line(header, path)
         raise InputError(f"{path} is not a video celpaint can read ({reason})")
     details = video.group(3)
@@ -172,7 +174,7 @@ def _last_error_line(stderr: str, path: Path) -> str:
 def _packet_timestamps(path: Path, ffmpeg: str | None) -> tuple[list[int], Fraction]:
     # Copying the stream into ffmpeg's framecrc muxer lists every packet's timestamps without
     # decoding, which is fast even for a full episode and gives the exact time base.
-    args = ["-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy"]
+    args = ["-loglevel", "error", "-i", str(path.absolute()), "-map", "0:v:0", "-c", "copy"]
     result = run_ffmpeg([*args, "-f", "framecrc", "-"], ffmpeg)
     time_base = Fraction(1, 1)
     pts: list[int] = []

@@ -105,7 +105,7 @@ class VideoReader:
         frame_bytes = width * height * 3
         command = [
             self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-i", str(self.path),
+            "-i", str(self.path.absolute()),
             "-map", "0:v:0", "-an", "-sn", "-dn",
             "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
@@ -161,7 +161,7 @@ def _video_codec_args(
     if suffix == ".gif":
         # A palette made from the whole clip looks far better than GIF's default palette.
         filters = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a"
-        return ["-filter_complex", filters, "-c:v", "gif"], None
+        return ["-vf", filters, "-c:v", "gif"], None
     if lossless:
         if suffix == ".webm":
             return ["-c:v", "libvpx-vp9", "-lossless", "1", "-pix_fmt", "gbrp"], None
@@ -264,9 +264,10 @@ class VideoWriter:
             "-r", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
         ]  # fmt: skip
         if audio_args:
-            command += ["-i", str(audio_from.path)]
+            command += ["-i", str(audio_from.path.absolute())]
         command += ["-map", "0:v:0", *audio_args, *codec_args]
-        command += ["-f", _MUXERS[suffix], str(self._temp)]
+        # Absolute paths: a name starting with "-" must not read as an ffmpeg option.
+        command += ["-f", _MUXERS[suffix], str(self._temp.absolute())]
         self._command = command
         self._process: subprocess.Popen | None = None
         self._stderr: _StderrTail | None = None
