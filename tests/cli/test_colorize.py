@@ -72,7 +72,7 @@ def test_default_output_goes_beside_the_input(tmp_path, ffmpeg, lineart_model):
     "name", ["with space.mp4", "ünïcødé 日本.mp4", "-leading-dash.mp4", "semi;colon $(x) 'q'.mp4"]
 )
 def test_awkward_file_names(tmp_path, ffmpeg, lineart_model, name):
-    clip = make_clip(tmp_path / name, ffmpeg, frames=3, size=(32, 32), audio=False)
+    make_clip(tmp_path / name, ffmpeg, frames=3, size=(32, 32), audio=False)
     out_name = "out " + name
     # A leading dash must be passed after "--" or as a path, like any CLI.
     result = run_cli("colorize", "--model", lineart_model, "-o", f"./{out_name}", "--", name,

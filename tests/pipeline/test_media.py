@@ -51,8 +51,8 @@ def test_probe_rejects_non_video_and_truncated_files(tmp_path, clip, ffmpeg):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(23.976, Fraction(24000, 1001)), (29.97, Fraction(30000, 1001)), (59.94, Fraction(60000, 1001)),
-     (25.0, Fraction(25)), (12.5, Fraction(25, 2))],
+    [(23.976, Fraction(24000, 1001)), (29.97, Fraction(30000, 1001)),
+     (59.94, Fraction(60000, 1001)), (25.0, Fraction(25)), (12.5, Fraction(25, 2))],
 )  # fmt: skip
 def test_snap_frame_rate(value, expected):
     assert media.snap_frame_rate(value) == expected
