@@ -1,0 +1,59 @@
+"""`celpaint extract`, `assemble` and `info` through the real entry point."""
+
+from fractions import Fraction
+
+import numpy as np
+
+from celpaint.cli.app import main
+from celpaint.pipeline.frames import list_images, read_image
+from celpaint.pipeline.media import probe
+from celpaint.pipeline.video import VideoReader
+from tests.helpers import audio_stream_count, stream_duration
+
+
+def test_extract_then_assemble_round_trip(tmp_path, clip, ffmpeg):
+    frames = tmp_path / "frames"
+    assert main(["extract", str(clip), "-o", str(frames), "-q"]) == 0
+    names = [p.name for p in list_images(frames)]
+    assert len(names) == 24 and names[0] == "frame_000001.png" and names[-1] == "frame_000024.png"
+    decoded = list(VideoReader(clip, ffmpeg))
+    np.testing.assert_array_equal(read_image(frames / "frame_000007.png"), decoded[6])
+
+    out = tmp_path / "again.mkv"
+    args = ["assemble", str(frames), "-o", str(out), "--fps", "30000/1001", "--lossless"]
+    assert main([*args, "--audio-from", str(clip), "-q"]) == 0
+    info = probe(out, ffmpeg)
+    assert info.fps == Fraction(30000, 1001) and info.frame_count == 24
+    assert audio_stream_count(out, ffmpeg) == 1
+    assert (
+        abs(stream_duration(out, ffmpeg, "0:a:0") - stream_duration(clip, ffmpeg, "0:a:0")) < 0.04
+    )
+    for original, back in zip(decoded, VideoReader(out, ffmpeg), strict=True):
+        np.testing.assert_array_equal(original, back)
+
+
+def test_extract_and_assemble_refuse_bad_targets(tmp_path, clip, capsys):
+    assert main(["extract", str(clip), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert main(["assemble", str(clip), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert main(["assemble", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
+    assert main(["assemble", str(tmp_path), "-o", str(tmp_path / "x.mp4"), "--fps", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "looks like a file" in err and "not a folder of frames" in err
+    assert "not a frame rate" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_describes_clip_devices_and_models(clip, capsys):
+    assert main(["info", str(clip)]) == 0
+    out = capsys.readouterr().out
+    for expected in ("30000/1001", "250x142", "24", "aac", "cpu", "ffmpeg", "models"):
+        assert expected in out
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "celpaint" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("colorize", "extract", "assemble", "info"):
+        assert command in out
