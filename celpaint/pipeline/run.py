@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -305,17 +307,52 @@ def _open_sink(job: Job, options: ColorizeOptions):
     return _VideoSink(writer)
 
 
+_END = object()
+_POLL_SECONDS = 0.05
+
+
+def _put(channel: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless the run is stopping; a full queue is waited on in short polls."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(channel: queue.Queue, stop: threading.Event):
+    """Next item, or ``_END`` once the run is stopping and nothing is left."""
+    while True:
+        try:
+            return channel.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if stop.is_set():
+                return _END
+
+
+def _join(thread: threading.Thread) -> None:
+    # Joining in short slices keeps the main thread responsive to Ctrl-C.
+    while thread.is_alive():
+        thread.join(_POLL_SECONDS)
+
+
 def run_job(
     job: Job,
     transform: Transform | None,
     batch_size: int,
     options: ColorizeOptions,
     progress: Progress,
+    prefetch: int = 2,
 ) -> JobResult:
     """Stream one source through ``transform`` into its sink.
 
-    The output appears at ``job.output`` only when complete (videos and images), or frame by
-    frame (folders); on any error or interrupt the partial video is deleted.
+    Decoding (a reader thread), the transform (this thread) and encoding (a writer thread) run
+    concurrently, joined by queues of at most ``prefetch`` batches, so memory is bounded by
+    the batch size and the slowest stage sets the pace. Order is kept. The first error in any
+    stage stops all of them and is raised here; the partial video is deleted, so the output
+    appears at ``job.output`` only when complete (folders fill frame by frame).
     """
     info = job.source.info
     media = info.media
@@ -328,35 +365,72 @@ def run_job(
     started = time.perf_counter()
     progress.job_start(job)
     sink = _open_sink(job, options)
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=prefetch)
+    encoded: queue.Queue = queue.Queue(maxsize=prefetch)
+    errors: list[BaseException] = []
     skipped = 0
-    batch = _Batch()
 
-    def flush() -> None:
-        if not batch.frames:
-            return
-        frames = np.stack(batch.frames)
-        outputs = transform(frames) if transform is not None else frames
-        for name, rgb in zip(batch.names, outputs, strict=True):
-            sink.write(name, rgb)
-        progress.advance(len(batch.frames))
-        batch.names.clear()
-        batch.frames.clear()
+    def read() -> None:
+        nonlocal skipped
+        try:
+            batch = _Batch()
+            for index, frame in enumerate(job.source.frames()):
+                if stop.is_set():
+                    return
+                name = info.names[index] if index < len(info.names) else frame_name(index)
+                if sink.is_done(name):
+                    skipped += 1
+                    progress.advance(1)
+                    continue
+                batch.names.append(name)
+                batch.frames.append(frame)
+                if len(batch.frames) >= batch_size:
+                    if not _put(decoded, batch, stop):
+                        return
+                    batch = _Batch()
+            if batch.frames and not _put(decoded, batch, stop):
+                return
+            _put(decoded, _END, stop)
+        except BaseException as error:  # handed to the main thread
+            errors.append(error)
+            stop.set()
 
+    def write() -> None:
+        try:
+            while (item := _get(encoded, stop)) is not _END:
+                names, outputs = item
+                for name, rgb in zip(names, outputs, strict=True):
+                    sink.write(name, rgb)
+                progress.advance(len(names))
+        except BaseException as error:
+            errors.append(error)
+            stop.set()
+
+    reader = threading.Thread(target=read, name="celpaint-decode", daemon=True)
+    writer = threading.Thread(target=write, name="celpaint-encode", daemon=True)
+    reader.start()
+    writer.start()
     try:
-        for index, frame in enumerate(job.source.frames()):
-            name = info.names[index] if index < len(info.names) else frame_name(index)
-            if sink.is_done(name):
-                skipped += 1
-                progress.advance(1)
-                continue
-            batch.names.append(name)
-            batch.frames.append(frame)
-            if len(batch.frames) >= batch_size:
-                flush()
-        flush()
+        while (batch := _get(decoded, stop)) is not _END:
+            frames = np.stack(batch.frames)
+            outputs = transform(frames) if transform is not None else frames
+            if not _put(encoded, (batch.names, outputs), stop):
+                break
+        _put(encoded, _END, stop)
+        _join(writer)
+        _join(reader)
+        if errors:
+            raise errors[0]
         output = sink.close()
     except BaseException:
+        stop.set()
+        # Closing the source and aborting the sink kill their ffmpeg processes, which
+        # unblocks a stage waiting on a pipe.
+        job.source.close()
         sink.abort()
+        _join(reader)
+        _join(writer)
         raise
     finally:
         job.source.close()
