@@ -190,8 +190,23 @@ class Colorizer:
                 f"expected uint8 (B, H, W, 3) frames, got {frames.dtype} {frames.shape}"
             )
         rgb = self.to_tensor(frames)
+        if self.config.output == "rgb":
+            # No color-space round trip when nothing needs L*a*b*: the network speaks RGB.
+            return self.to_frames(self._resize(self.predict_rgb(rgb), rgb.shape[-2:]))
         lab = self.predict_lab(rgb)
         return self.to_frames(self.render(lab, rgb))
+
+    @staticmethod
+    def _resize(image: torch.Tensor, size) -> torch.Tensor:
+        if image.shape[-2:] == tuple(size):
+            return image
+        return F.interpolate(image, tuple(size), mode="bilinear", align_corners=False)
+
+    def predict_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Run an ``rgb`` generator; returns RGB ``(B, 3, h, w)`` in [0, 1] at the work size."""
+        geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
+        output = self.run_generator(self.network_input(rgb, geometry))
+        return color.denormalize_unit(output[..., : geometry.work_height, : geometry.work_width])
 
     def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``(B, H, W, 3)`` -> float32 RGB ``(B, 3, H, W)`` in [0, 1] on the device."""
@@ -225,19 +240,17 @@ class Colorizer:
 
         For ``ab`` models L* is the input's; for ``rgb`` models everything is predicted.
         """
+        if self.config.output == "rgb":
+            return color.rgb_to_lab(self.predict_rgb(rgb))
         geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
         source = self.network_input(rgb, geometry)
         output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
-        if self.config.output == "rgb":
-            return color.rgb_to_lab(color.denormalize_unit(output))
         l_channel = color.denormalize_l(source[..., : geometry.work_height, : geometry.work_width])
         return torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
 
     def render(self, lab: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         """L*a*b* at the work size + native RGB input -> native RGB ``(B, 3, H, W)`` in [0, 1]."""
-        height, width = rgb.shape[-2:]
-        if lab.shape[-2:] != (height, width):
-            lab = F.interpolate(lab, (height, width), mode="bilinear", align_corners=False)
+        lab = self._resize(lab, rgb.shape[-2:])
         if self.config.output == "ab":
             # Keep the native luminance exactly: only chroma comes from the network.
             lab = torch.cat([color.rgb_to_lab(rgb)[:, :1], lab[:, 1:]], dim=1)
