@@ -69,12 +69,17 @@ def _configure_logging(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from celpaint.cli import colorize, media
+    from celpaint.cli import colorize, lineart, media
 
     app.command("colorize", no_args_is_help=True)(colorize.colorize_command)
     app.command("extract", no_args_is_help=True)(media.extract_command)
     app.command("assemble", no_args_is_help=True)(media.assemble_command)
     app.command("info")(media.info_command)
+    app.command("lineart", no_args_is_help=True)(lineart.lineart_command)
+    from celpaint.cli import evaluate, train
+
+    app.command("train", no_args_is_help=True)(train.train_command)
+    app.command("evaluate", no_args_is_help=True)(evaluate.evaluate_command)
 
 
 _register_commands()

@@ -1,0 +1,114 @@
+"""`celpaint evaluate`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from celpaint.cli.options import FFmpeg, Quiet
+from celpaint.cli.progress import stderr_console
+from celpaint.errors import ProcessingError
+
+# Per-frame rows are shown for short inputs; longer ones show the mean (and the JSON has all).
+_FRAME_ROWS = 30
+
+
+def _number(value: float, digits: int) -> str:
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _row(values: dict) -> list[str]:
+    return [
+        _number(values["psnr"], 2),
+        _number(values["ssim"], 4),
+        _number(values["ciede2000"], 3),
+        f"{values['accuracy'] * 100:.2f}",
+    ]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    temp = path.with_name(f".{path.name}.partial")
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def evaluate_command(
+    prediction: Annotated[
+        Path, typer.Argument(help="Colorized clip, frame folder or image.", show_default=False)
+    ],
+    ground_truth: Annotated[
+        Path, typer.Argument(help="Ground-truth clip, frame folder or image.", show_default=False)
+    ],
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write per-frame and mean results as JSON (- for stdout)."),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="Pixel accuracy: L*, a*, b* within this share of their range (L* 100, a*b* 255).",
+        ),
+    ] = 0.05,
+    frames: Annotated[
+        bool, typer.Option("--frames", help="List every frame in the table, however many.")
+    ] = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
+    SSIM, mean CIEDE2000 and pixel accuracy."""
+    from celpaint.pipeline.metrics import evaluate
+
+    to_stdout = json_path is not None and str(json_path) == "-"
+    console = stderr_console()
+    bar = Progress(
+        TextColumn("comparing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("compare", total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = evaluate(prediction, ground_truth, threshold, ffmpeg, report)
+
+    if json_path is not None:
+        _write_json(json_path, result.to_dict())
+    if quiet or to_stdout:
+        return
+    table = Table(title=f"{prediction} vs {ground_truth}", title_justify="left")
+    table.add_column("frame")
+    for name in ("PSNR (dB)", "SSIM", "dE2000", "accuracy (%)"):
+        table.add_column(name, justify="right")
+    if frames or len(result.frames) <= _FRAME_ROWS:
+        for row in result.frames:
+            table.add_row(row["name"], *_row(row))
+        table.add_section()
+    table.add_row(f"mean of {len(result.frames)}", *_row(result.mean), style="bold")
+    Console().print(table)

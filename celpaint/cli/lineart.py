@@ -1,0 +1,74 @@
+"""`celpaint lineart`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from celpaint.cli.options import Crf, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.progress import RichProgress
+from celpaint.errors import InputError
+from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams
+from celpaint.pipeline.media import parse_frame_rate
+
+
+def lineart_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Color videos, folders of frames or images.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output video, image or folder; a folder for several inputs. "
+            "Default: NAME_lineart beside each input.",
+        ),
+    ] = None,
+    sigma: Annotated[
+        float, typer.Option("--sigma", help="Blur in pixels; larger gives thicker lines.")
+    ] = DEFAULT_PARAMS.sigma,
+    epsilon: Annotated[
+        float,
+        typer.Option("--epsilon", help="Edge strength where lines start; lower drops faint ones."),
+    ] = DEFAULT_PARAMS.epsilon,
+    phi: Annotated[
+        float, typer.Option("--phi", help="Line sharpness; higher is closer to pure black.")
+    ] = DEFAULT_PARAMS.phi,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="0..1: binary black-and-white lines (default: soft)."),
+    ] = None,
+    crf: Crf = 18,
+    lossless: Lossless = False,
+    fps: Fps = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")] = False,
+    overwrite: Overwrite = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
+    ] = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Draw line art (XDoG) from color clips, frame folders or images."""
+    from celpaint.pipeline.lineart import extract_line_art
+    from celpaint.pipeline.run import ColorizeOptions
+
+    try:
+        params = LineArtParams(sigma=sigma, epsilon=epsilon, phi=phi, threshold=threshold)
+    except ValueError as error:
+        raise InputError(f"{error}; see celpaint lineart --help") from None
+    options = ColorizeOptions(
+        overwrite=overwrite,
+        resume=resume,
+        crf=crf,
+        lossless=lossless,
+        fps=parse_frame_rate(fps) if fps else None,
+        keep_audio=not no_audio,
+        ffmpeg=ffmpeg,
+    )
+    with RichProgress(quiet=quiet, verb="traced") as progress:
+        extract_line_art(inputs, output, params, options, progress)

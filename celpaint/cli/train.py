@@ -1,0 +1,452 @@
+"""`celpaint train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from celpaint.cli.options import Device, FFmpeg, Overwrite, Quiet
+from celpaint.cli.progress import stderr_console
+from celpaint.models.training import StepUpdate, TrainConfig, TrainInfo, TrainProgress, TrainResult
+
+EXIT_INTERRUPTED = 130
+
+_DATA = "Data"
+_SCHEDULE = "Schedule"
+_NETWORKS = "Networks"
+_RUN = "Run"
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+def _duration(seconds: float) -> str:
+    if not seconds or seconds != seconds or seconds == float("inf"):
+        return "-:--:--"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return (
+        f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+        f"dE2000 {metrics['ciede2000']:.2f}, accuracy {metrics['accuracy'] * 100:.1f}%"
+    )
+
+
+class TrainDisplay(TrainProgress):
+    """Draws a training run with rich: epoch, step, losses, images/s, ETA."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.console = stderr_console()
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta {task.fields[eta]}"),
+            console=self.console,
+            disable=quiet,
+            transient=False,
+        )
+        self._loading: TaskID | None = None
+        self._steps: TaskID | None = None
+        self._started = False
+        self.info: TrainInfo | None = None
+
+    def __enter__(self) -> TrainDisplay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        # Stopping a display that never started would still print an empty line.
+        if self._started:
+            self._progress.stop()
+            self._started = False
+
+    def _print(self, text: str) -> None:
+        if not self.quiet:
+            self._progress.console.print(text, highlight=False, soft_wrap=True)
+
+    def loading(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if not self._started:
+            self._progress.start()
+            self._started = True
+        if self._loading is None:
+            self._loading = self._progress.add_task(
+                "reading data", total=total, losses="", speed="", eta="-:--:--"
+            )
+        self._progress.update(self._loading, completed=done, total=total)
+
+    def start(self, info: TrainInfo) -> None:
+        self.info = info
+        if self._loading is not None:
+            self._progress.remove_task(self._loading)
+            self._loading = None
+        skipped = f", {len(info.skipped)} unreadable skipped" if info.skipped else ""
+        processes = f" x {info.world_size} processes" if info.world_size > 1 else ""
+        resumed = f", resuming at step {info.start_step}" if info.resumed else ""
+        self._print(
+            f"training {info.model} on {info.device}{processes}: {info.train_count} training / "
+            f"{info.val_count} validation pairs{skipped}; {info.steps_per_epoch} steps per "
+            f"epoch, {info.total_steps} steps{resumed}; generator "
+            f"{_millions(info.generator_parameters)} parameters, discriminator "
+            f"{_millions(info.discriminator_parameters)} -> {info.out}"
+        )
+        if not self._started and not self.quiet:
+            self._progress.start()
+            self._started = True
+        self._steps = self._progress.add_task(
+            f"epoch {info.start_step // max(info.steps_per_epoch, 1) + 1}/{info.epochs}",
+            total=info.total_steps,
+            completed=info.start_step,
+            losses="",
+            speed="",
+            eta="-:--:--",
+        )
+
+    def step(self, update: StepUpdate) -> None:
+        if self._steps is None:
+            return
+        losses = update.losses
+        self._progress.update(
+            self._steps,
+            completed=update.step,
+            description=f"epoch {update.epoch}/{update.epochs}",
+            losses=(
+                f"G {losses['g_total']:.3g} (adv {losses['g_adv']:.3f}, pixel "
+                f"{losses['g_pixel']:.4f})  D {losses['d_total']:.3f}"
+            ),
+            speed=f"{update.images_per_second:.1f} img/s",
+            eta=_duration(update.eta_seconds) if update.step < update.total_steps else "0:00:00",
+        )
+
+    def validating(self, epoch: int) -> None:
+        if self._steps is not None:
+            self._progress.update(self._steps, description=f"epoch {epoch}: validating")
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        total = self.info.epochs if self.info else "?"
+        if self._steps is not None:
+            self._progress.update(self._steps, description=f"epoch {epoch}/{total}")
+        scores = format_metrics(metrics) if metrics else "no validation data"
+        self._print(f"epoch {epoch}/{total}: {scores}")
+
+    def stopping(self) -> None:
+        self._print(
+            "stopping after this step and saving everything (press Ctrl-C again to quit at "
+            "once, keeping the last checkpoint)"
+        )
+
+    def end(self, result: TrainResult) -> None:
+        self._stop()
+        if self.quiet:
+            return
+        skipped = f"; {len(result.skipped)} unreadable images skipped" if result.skipped else ""
+        if result.interrupted:
+            self._print(
+                f"interrupted at step {result.step}/{result.total_steps}; everything is saved "
+                f"in {result.out}. Continue with: celpaint train --out {result.out} --resume"
+                f"{skipped}"
+            )
+            return
+        scores = f"; last validation: {format_metrics(result.metrics)}" if result.metrics else ""
+        self._print(
+            f"trained {result.step} steps in {_duration(result.seconds)} "
+            f"({result.images_per_second:.1f} img/s){scores}{skipped}. Colorize with: "
+            f"celpaint colorize --model {result.out} INPUT"
+        )
+
+
+def train_command(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Run folder (generator/, train_state.pt, logs)."),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="pix2pix (line art -> RGB) or lab (L* -> a*b*, keeps the input's L*). "
+            "(default: pix2pix)",
+            rich_help_panel=_NETWORKS,
+        ),
+    ] = None,
+    sketch: Annotated[
+        Path | None,
+        typer.Option(help="Folder of line art, paired with --color.", rich_help_panel=_DATA),
+    ] = None,
+    color: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of colored frames (with --sketch), or alone: a folder or clip whose "
+            "line art (or L*) is made on the fly.",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    aligned: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of side-by-side line art|color images (pix2pix format).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            help="Validation data in the training layout (the color folder for pairs).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    val_sketch: Annotated[
+        Path | None,
+        typer.Option(help="Line art of --val for --sketch/--color data.", rich_help_panel=_DATA),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of frames held out for validation (from the end) when there is no "
+            "--val. (default: 0.05)",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    match: Annotated[
+        str | None,
+        typer.Option(
+            help="Pair --sketch and --color files by name or by sorted order. (default: name)",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    aligned_order: Annotated[
+        str | None,
+        typer.Option(
+            help="Halves of --aligned images: sketch-color or color-sketch. "
+            "(default: sketch-color)",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    frame_step: Annotated[
+        int | None,
+        typer.Option(help="Keep every N-th frame of a clip. (default: 1)", rich_help_panel=_DATA),
+    ] = None,
+    on_error: Annotated[
+        str | None,
+        typer.Option(
+            help="An unreadable image: skip it (with a warning) or stop. (default: skip)",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Decode images in every epoch instead of keeping them in memory.",
+            rich_help_panel=_DATA,
+        ),
+    ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Passes over the data. (default: 20)", rich_help_panel=_SCHEDULE),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", "-b", help="Crops per step. (default: 4)", rich_help_panel=_SCHEDULE
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None,
+        typer.Option(help="Side of the random crops. (default: 256)", rich_help_panel=_SCHEDULE),
+    ] = None,
+    work_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Frames are scaled down to this long side first, as colorize does. (default: 512)",
+            rich_help_panel=_SCHEDULE,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Adam learning rate. (default: 2e-4)", rich_help_panel=_SCHEDULE),
+    ] = None,
+    beta1: Annotated[
+        float | None, typer.Option(help="Adam beta1. (default: 0.5)", rich_help_panel=_SCHEDULE)
+    ] = None,
+    decay_start: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the run after which the learning rate decays linearly. (default: 0.5)",
+            rich_help_panel=_SCHEDULE,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed. (default: 0)", rich_help_panel=_SCHEDULE)
+    ] = None,
+    pixel_loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Pixel loss: l1 or mse. (default: l1 for pix2pix, mse for lab)",
+            rich_help_panel=_SCHEDULE,
+        ),
+    ] = None,
+    pixel_weight: Annotated[
+        float | None,
+        typer.Option(help="Weight of the pixel loss. (default: 100)", rich_help_panel=_SCHEDULE),
+    ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            help="U-Net levels; inputs are padded to multiples of 2**depth. (default: 7)",
+            rich_help_panel=_NETWORKS,
+        ),
+    ] = None,
+    base_channels: Annotated[
+        int | None,
+        typer.Option(help="U-Net first-level width. (default: 32)", rich_help_panel=_NETWORKS),
+    ] = None,
+    max_channels: Annotated[
+        int | None,
+        typer.Option(help="U-Net channel cap. (default: 192)", rich_help_panel=_NETWORKS),
+    ] = None,
+    norm: Annotated[
+        str | None,
+        typer.Option(help="batch, instance or none. (default: batch)", rich_help_panel=_NETWORKS),
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Dropout of the inner decoder levels. (default: 0.5)", rich_help_panel=_NETWORKS
+        ),
+    ] = None,
+    disc_channels: Annotated[
+        int | None,
+        typer.Option(
+            help="PatchGAN width of the first layer. (default: 32)", rich_help_panel=_NETWORKS
+        ),
+    ] = None,
+    disc_layers: Annotated[
+        int | None,
+        typer.Option(
+            help="PatchGAN strided layers (3: 70x70 patches). (default: 3)",
+            rich_help_panel=_NETWORKS,
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a shipped model (lineart, gray) or a model / run folder; its "
+            "architecture is used.",
+            rich_help_panel=_NETWORKS,
+        ),
+    ] = None,
+    device: Device = "auto",
+    amp: Annotated[
+        str, typer.Option(help="Mixed precision: auto (on CUDA), on or off.", rich_help_panel=_RUN)
+    ] = "auto",
+    workers: Annotated[int, typer.Option(help="Data loader processes.", rich_help_panel=_RUN)] = 2,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for torch (default: one per core; fewer can be faster on a "
+            "machine busy with other work).",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
+    save_every: Annotated[
+        int,
+        typer.Option(
+            help="Save a checkpoint every N steps (and at each epoch end); 0: epoch ends only.",
+            rich_help_panel=_RUN,
+        ),
+    ] = 500,
+    samples: Annotated[
+        int, typer.Option(help="Frames in each samples/epoch_NNN.png.", rich_help_panel=_RUN)
+    ] = 4,
+    val_limit: Annotated[
+        int,
+        typer.Option(help="Most validation frames scored per epoch; 0: all.", rich_help_panel=_RUN),
+    ] = 64,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in --out.", rich_help_panel=_RUN),
+    ] = False,
+    overwrite: Overwrite = False,
+    ffmpeg: FFmpeg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a colorization model on line art (or grayscale) and colored frames."""
+    from celpaint.models.training import train
+
+    given = {
+        "model": model,
+        "sketch": sketch,
+        "color": color,
+        "aligned": aligned,
+        "val": val,
+        "val_sketch": val_sketch,
+        "val_fraction": val_fraction,
+        "match": match,
+        "aligned_order": aligned_order,
+        "frame_step": frame_step,
+        "on_error": on_error,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "crop": crop,
+        "work_size": work_size,
+        "lr": lr,
+        "beta1": beta1,
+        "decay_start": decay_start,
+        "seed": seed,
+        "pixel_loss": pixel_loss,
+        "pixel_weight": pixel_weight,
+        "depth": depth,
+        "base_channels": base_channels,
+        "max_channels": max_channels,
+        "norm": norm,
+        "dropout": dropout,
+        "disc_base_channels": disc_channels,
+        "disc_layers": disc_layers,
+        "init": init,
+    }
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
+    if no_cache:
+        given["cache"] = False
+    run_options = {
+        "out": str(out),
+        "device": device,
+        "amp": amp,
+        "workers": workers,
+        "threads": threads,
+        "save_every": save_every,
+        "samples": samples,
+        "val_limit": val_limit,
+        "resume": resume,
+        "overwrite": overwrite,
+        "ffmpeg": ffmpeg,
+    }
+    config = TrainConfig(**given, **run_options)
+    # On --resume the run's saved options win; only the ones given here may override them.
+    explicit = set(given) | set(run_options)
+    with TrainDisplay(quiet=quiet) as display:
+        result = train(config, display, explicit=explicit)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)

@@ -1,0 +1,333 @@
+"""Work-size geometry, color conversion on arrays, and edge-aware upsampling to native size.
+
+The generator runs at a *work size* (the long side, e.g. 512): larger frames are scaled down for
+the network only. Its colors are then brought back to the native size here:
+
+1. chroma (and, for models that predict it, L*) is upsampled with a *joint bilateral
+   upsampling* (Kopf, Cohen, Lischinski and Uyttendaele, "Joint bilateral upsampling", SIGGRAPH
+   2007) guided by the native-resolution input: each native pixel averages its four nearest
+   work-size samples with bilinear weights times a range weight that drops for samples whose
+   (area-averaged) input gray level differs from the native pixel's. A paper pixel next to a
+   line thus ignores the work-size samples that straddle the line, whose colors are a blur of
+   both sides and the ink; bilinear interpolation spreads that blur over several native pixels.
+2. L* comes from the native input: exactly the input's L* for grayscale (a*b*) models, or the
+   predicted L* darkened by the native lines for line-art models, so lines stay as crisp as the
+   input at 1080p and 4K.
+
+The range weight is made separable the way a bilateral grid does it: the work-size samples are
+weighted for each of a few gray levels, each weighted map is upsampled bilinearly, and each
+native pixel interpolates between the two levels around its own gray level. Cost: ``levels``
+bilinear resizes and multiply-adds per channel at the native size.
+
+Measured on cels with regions of different colors meeting at black lines (work size 160 or 512
+px, native 4x or 3.75x larger; mean |a*| + |b*| error against the truth on paper pixels within
+4 native px of a line, with the work-size colors a perfect area-downscale of the truth; guided
+by the line art / by a grayscale version of the truth)::
+
+    method                               test drawing x4   1080p, 4 px lines   1080p, 6 px lines
+    bilinear                                  9.8               4.9                4.4
+    fast guided filter, r=1, eps=1e-3     19.8 / 16.5        4.3 / 5.6          2.0 / 2.8
+    joint bilateral, sigma 0.05, 7 levels  1.7 / 3.0         0.7 / 1.1          0.9 / 1.8
+
+The fast guided filter (He and Sun, 2015) fits ``color = a * gray + b`` in small windows;
+with lines thinner than the scale factor, the downscaled guide barely shows them, the fitted
+slopes explode, and it overshoots next to every line: worse than bilinear. It is not used.
+
+Color conversions on arrays use OpenCV (``cv2.cvtColor`` on float32 RGB in [0, 1]: sRGB, D65,
+L* 0..100, a* b* in true units). They agree with ``celpaint.color`` (kornia) to within 0.35 in
+L*, a* and b*; use one of them consistently within a frame so that "the input's L* stays exact"
+holds bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import cv2
+import numpy as np
+
+Luminance = Literal["input", "darken", "predicted"]
+
+# Range sigma of the joint bilateral upsampling, in units of the guide (L* / 100): work-size
+# samples whose gray level differs from the native pixel's by 0.1 (10 L*) weigh 0.14 of one at
+# the same level. The number of gray levels of the bilateral grid trades time for accuracy on
+# grayscale guides (line art is nearly two-level): near-line errors on a grayscale cel were
+# 4.4 / 3.0 / 2.6 for 5 / 7 / 9 levels, at 5 / 7 / 9 resizes per channel.
+RANGE_SIGMA = 0.05
+RANGE_LEVELS = 7
+# Weight of plain bilinear interpolation mixed into the bilateral average, so that a native
+# pixel whose gray level none of its four samples shares still gets a sensible color.
+_FALLBACK = 1e-3
+
+
+def work_shape(height: int, width: int, work_size: int) -> tuple[int, int]:
+    """The ``(height, width)`` a ``height x width`` frame is scaled to for the network.
+
+    The long side becomes ``work_size`` and the aspect ratio is kept; frames already within
+    ``work_size`` keep their size (never upscaled). Same rounding as the colorizer's
+    ``WorkGeometry.fit``.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    if work_size < 1:
+        raise ValueError(f"work_size must be positive, got {work_size}")
+    scale = min(1.0, work_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def padded_shape(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """``(height, width)`` rounded up to multiples of ``multiple``."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be positive, got {multiple}")
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def resize_to_work(image: np.ndarray, work_size: int) -> np.ndarray:
+    """Scale an ``(H, W)`` or ``(H, W, C)`` image down to the work size (see ``work_shape``).
+
+    Area averaging (``cv2.INTER_AREA``), which does not alias thin lines away. An image already
+    within the work size is returned as it is (not copied).
+    """
+    height, width = image.shape[:2]
+    target = work_shape(height, width, work_size)
+    if target == (height, width):
+        return image
+    return cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_AREA)
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad ``(H, W)`` or ``(H, W, C)`` on the bottom and right to multiples of ``multiple``.
+
+    The border is replicated: a constant (black or white) border would read as a line or as
+    paper to the network. ``crop(padded, H, W)`` undoes it.
+    """
+    height, width = image.shape[:2]
+    target_height, target_width = padded_shape(height, width, multiple)
+    if (target_height, target_width) == (height, width):
+        return image
+    return cv2.copyMakeBorder(
+        image, 0, target_height - height, 0, target_width - width, cv2.BORDER_REPLICATE
+    )
+
+
+def crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The top-left ``height x width`` of ``image`` (undoes ``pad_to_multiple``)."""
+    if image.shape[0] < height or image.shape[1] < width:
+        raise ValueError(f"cannot crop {image.shape[:2]} to {height}x{width}")
+    return image[:height, :width]
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """RGB ``(H, W, 3)`` (uint8, or float32 in [0, 1]) -> float32 L*a*b* ``(H, W, 3)``."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        rgb = rgb.astype(np.float32) * np.float32(1 / 255)
+    elif rgb.dtype != np.float32:
+        raise ValueError(f"rgb must be uint8 or float32 in [0, 1], got {rgb.dtype}")
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """float32 L*a*b* ``(H, W, 3)`` -> uint8 RGB ``(H, W, 3)`` (out-of-gamut colors clipped)."""
+    if lab.ndim != 3 or lab.shape[2] != 3 or lab.dtype != np.float32:
+        raise ValueError(f"lab must be a float32 (H, W, 3) array, got {lab.dtype} {lab.shape}")
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    # convertScaleAbs rounds and saturates above 255 in one pass; negatives (out of gamut)
+    # must be cut first or the absolute value would fold them back up.
+    np.maximum(rgb, 0.0, out=rgb)
+    return cv2.convertScaleAbs(rgb, alpha=255.0)
+
+
+def split_channels(image: np.ndarray) -> list[np.ndarray]:
+    """The channels of ``(H, W, C)`` as C contiguous ``(H, W)`` arrays.
+
+    ``cv2.extractChannel`` per channel: ``cv2.split`` of float32 images is about 7x slower in
+    the OpenCV 5 wheels, and contiguous planes make the arithmetic that follows faster.
+    """
+    return [cv2.extractChannel(image, channel) for channel in range(image.shape[2])]
+
+
+@functools.cache
+def _gray_lightness_table() -> np.ndarray:
+    """L* of the 256 neutral grays, exactly as ``rgb_to_lab`` computes them."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    return np.ascontiguousarray(rgb_to_lab(ramp)[0, :, 0])
+
+
+def lightness(frame: np.ndarray) -> np.ndarray:
+    """L* (float32 ``(H, W)``, 0..100) of a uint8 RGB ``(H, W, 3)`` or gray ``(H, W)`` frame.
+
+    Equal to ``rgb_to_lab(frame)[..., 0]`` bit for bit (a gray ``(H, W)`` frame counts as RGB
+    with three equal channels). Neutral frames (line art, grayscale film) take a 256-entry
+    table instead of the full conversion, which is about 20x faster at 1080p.
+    """
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8, got {frame.dtype}")
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        red, green, blue = split_channels(frame)
+        if cv2.countNonZero(cv2.absdiff(red, green)) or cv2.countNonZero(cv2.absdiff(red, blue)):
+            return np.ascontiguousarray(rgb_to_lab(frame)[..., 0])
+        frame = red
+    if frame.ndim != 2:
+        raise ValueError(f"frame must be (H, W, 3) RGB or (H, W) gray, got shape {frame.shape}")
+    return cv2.LUT(frame, _gray_lightness_table())
+
+
+def _check_guide(guide: np.ndarray) -> np.ndarray:
+    if guide.ndim != 2:
+        raise ValueError(f"guide must be a gray (H, W) image, got shape {guide.shape}")
+    if guide.dtype == np.uint8:
+        return guide.astype(np.float32) * np.float32(1 / 255)
+    if guide.dtype != np.float32:
+        raise ValueError(f"guide must be uint8 or float32 in [0, 1], got {guide.dtype}")
+    return guide
+
+
+def joint_bilateral_upsample(
+    source: np.ndarray,
+    guide: np.ndarray,
+    sigma: float = RANGE_SIGMA,
+    levels: int = RANGE_LEVELS,
+) -> np.ndarray:
+    """Upsample ``source`` to the size of ``guide``, following the guide's edges.
+
+    Args:
+        source: low-resolution ``(h, w)`` or ``(h, w, C)`` float32, e.g. a*b* at the work size.
+        guide: full-resolution gray ``(H, W)``, uint8 or float32 in [0, 1] (e.g. L* / 100 of
+            the native input frame), with ``H >= h`` and ``W >= w``.
+        sigma: range sigma in guide units (see ``RANGE_SIGMA``).
+        levels: gray levels of the bilateral grid (at least 2).
+
+    Returns:
+        float32 ``(H, W, C)``; ``source`` itself (as float32 ``(h, w, C)``) when the sizes are
+        equal.
+    """
+    guide = _check_guide(guide)
+    if source.ndim == 2:
+        source = source[..., None]
+    if source.ndim != 3:
+        raise ValueError(f"source must be (h, w) or (h, w, C), got shape {source.shape}")
+    source = source.astype(np.float32, copy=False)
+    if source.shape[:2] == guide.shape:
+        return source
+    planes = _bilateral_planes(source, guide, sigma, levels)
+    # cv2.merge of a single plane would drop the channel axis.
+    return planes[0][..., None] if len(planes) == 1 else cv2.merge(planes)
+
+
+def _bilateral_planes(
+    source: np.ndarray, guide: np.ndarray, sigma: float, levels: int
+) -> list[np.ndarray]:
+    """``joint_bilateral_upsample`` as a list of C contiguous float32 ``(H, W)`` planes."""
+    height, width = guide.shape
+    low_height, low_width, channels = source.shape
+    if low_height > height or low_width > width:
+        raise ValueError(f"source {source.shape[:2]} is larger than the guide {guide.shape}")
+    if levels < 2 or sigma <= 0:
+        raise ValueError(f"need levels >= 2 and sigma > 0, got {levels} and {sigma}")
+    size = (width, height)
+    small_guide = cv2.resize(guide, (low_width, low_height), interpolation=cv2.INTER_AREA)
+    planes = [np.ascontiguousarray(source[..., channel]) for channel in range(channels)]
+    # Numerators (one per channel) and the denominator, accumulated over the levels. Every
+    # array here is a contiguous plane: cv2's per-plane operations are multi-threaded and
+    # several times faster than numpy on interleaved channels.
+    sums = [np.zeros((height, width), np.float32) for _ in range(channels + 1)]
+    position = guide * np.float32(levels - 1)
+    lowest, highest = float(position.min()), float(position.max())
+    tent = np.empty((height, width), np.float32)
+    upsampled = np.empty((height, width), np.float32)
+    for level in range(levels):
+        if level <= lowest - 1 or level >= highest + 1:
+            continue  # no native pixel interpolates from this level
+        distance = np.float32(level / (levels - 1)) - small_guide
+        weight = np.exp(distance * distance * np.float32(-0.5 / sigma**2))
+        # Linear interpolation between levels: the "tent" weight of this level per pixel.
+        cv2.absdiff(position, float(level), dst=tent)
+        cv2.subtract(1.0, tent, dst=tent)
+        cv2.max(tent, 0.0, dst=tent)
+        for plane, total in zip([*planes, None], sums, strict=True):
+            weighted = weight if plane is None else plane * weight
+            cv2.resize(weighted, size, dst=upsampled, interpolation=cv2.INTER_LINEAR)
+            cv2.accumulateProduct(upsampled, tent, total)
+    denominator = sums[-1]
+    denominator += _FALLBACK
+    out = []
+    for plane, total in zip(planes, sums, strict=False):
+        cv2.resize(plane, size, dst=upsampled, interpolation=cv2.INTER_LINEAR)
+        cv2.scaleAdd(upsampled, _FALLBACK, total, dst=total)
+        out.append(cv2.divide(total, denominator))
+    return out
+
+
+def to_native(
+    lab: np.ndarray,
+    native: np.ndarray,
+    luminance: Luminance = "input",
+    sigma: float = RANGE_SIGMA,
+    levels: int = RANGE_LEVELS,
+) -> np.ndarray:
+    """Bring a work-size L*a*b* prediction to the native size of the input frame.
+
+    Args:
+        lab: float32 ``(h, w, 3)`` L*a*b* at the work size (after temporal smoothing).
+        native: the input frame at its native size, uint8 RGB ``(H, W, 3)`` or gray ``(H, W)``
+            (line art or grayscale), ``H >= h``, ``W >= w``. Its L* guides the upsampling and
+            provides the output's L*.
+        luminance: where the output L* comes from:
+            ``input``: the input's L* exactly (``lightness(native)``; grayscale models, which
+            predict a*b* only);
+            ``darken``: the predicted L*, upsampled with the guide, then ``min`` with the
+            input's L*, so every line of the native drawing is at least as dark as drawn
+            (line-art models, which predict the whole color); a*b* are scaled down by the
+            same ratio, so lines are neutral black rather than a dark fringe of color;
+            ``predicted``: the predicted L*, upsampled with the guide.
+        sigma, levels: of the joint bilateral upsampling (see ``RANGE_SIGMA``).
+
+    Returns:
+        float32 ``(H, W, 3)`` L*a*b* at the native size. Convert with ``lab_to_rgb``.
+    """
+    if lab.dtype != np.float32 or lab.ndim != 3 or lab.shape[2] != 3:
+        raise ValueError(f"lab must be a float32 (h, w, 3) array, got {lab.dtype} {lab.shape}")
+    if luminance not in ("input", "darken", "predicted"):
+        raise ValueError(f"luminance must be input, darken or predicted, got {luminance!r}")
+    native_l = lightness(native)
+    if lab.shape[0] > native_l.shape[0] or lab.shape[1] > native_l.shape[1]:
+        raise ValueError(f"lab {lab.shape[:2]} is larger than the native frame "
+                         f"{native_l.shape}")  # fmt: skip
+    same_size = lab.shape[:2] == native_l.shape
+    if luminance == "input":
+        if same_size:
+            a_channel, b_channel = lab[..., 1].copy(), lab[..., 2].copy()
+        else:
+            guide = native_l * np.float32(0.01)
+            a_channel, b_channel = _bilateral_planes(lab[..., 1:], guide, sigma, levels)
+        return cv2.merge([native_l, a_channel, b_channel])
+    if same_size:
+        l_channel, a_channel, b_channel = split_channels(lab)
+    else:
+        guide = native_l * np.float32(0.01)
+        l_channel, a_channel, b_channel = _bilateral_planes(lab, guide, sigma, levels)
+    # The upsampling only averages, but the prediction itself may stray outside 0..100.
+    np.clip(l_channel, 0.0, 100.0, out=l_channel)
+    if luminance == "darken":
+        darkened = np.minimum(l_channel, native_l)
+        # Darken the chroma with L*, as ink over paint would: a black line has no hue, and
+        # chroma left at L* = 0 falls out of gamut and would come back as a colored fringe.
+        factor = darkened / np.maximum(l_channel, np.float32(1e-3))
+        a_channel *= factor
+        b_channel *= factor
+        l_channel = darkened
+    return cv2.merge([l_channel, a_channel, b_channel])
+
+
+def render(
+    lab: np.ndarray,
+    native: np.ndarray,
+    luminance: Luminance = "input",
+    sigma: float = RANGE_SIGMA,
+    levels: int = RANGE_LEVELS,
+) -> np.ndarray:
+    """``to_native`` then ``lab_to_rgb``: work-size L*a*b* -> native uint8 RGB ``(H, W, 3)``."""
+    return lab_to_rgb(to_native(lab, native, luminance, sigma, levels))

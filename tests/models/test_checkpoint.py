@@ -1,0 +1,161 @@
+"""Checkpoints: save -> load gives identical outputs; writes are atomic; no pickled code runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from celpaint.errors import CheckpointError
+from celpaint.models import ModelConfig, build, load_model, save_model
+from celpaint.models import checkpoint as checkpoint_module
+from celpaint.models.training import (
+    STATE_FORMAT,
+    TrainConfig,
+    Trainer,
+    discriminator_args,
+    generator_args,
+    load_train_state,
+    save_train_state,
+)
+
+TINY = TrainConfig(depth=3, base_channels=4, max_channels=8, disc_base_channels=4)
+
+
+def _trained_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A generator and discriminator after one step, so batch-norm statistics are non-trivial."""
+    torch.manual_seed(0)
+    generator = build("unet", **generator_args(TINY))
+    discriminator = build("patchgan", **discriminator_args(TINY))
+    trainer = Trainer(TINY, generator, discriminator, "cpu", total_steps=4)
+    batch = {
+        "rgb": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8),
+        "line_art": torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8),
+    }
+    trainer.train_step(batch)
+    return generator, discriminator
+
+
+def _config(arch: str, args: dict) -> ModelConfig:
+    return ModelConfig(arch, args, "lineart", "rgb", size_multiple=8, work_size=64)
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    generator, discriminator = _trained_pair()
+    save_model(generator, tmp_path / "g", _config("unet", generator_args(TINY)))
+    save_model(discriminator, tmp_path / "d", _config("patchgan", discriminator_args(TINY)))
+    x = torch.rand(1, 1, 32, 40) * 2 - 1
+    pair = torch.rand(1, 4, 32, 40) * 2 - 1
+    loaded_g, config = load_model(tmp_path / "g")
+    loaded_d, _ = load_model(tmp_path / "d")
+    # The trainer keeps weights channels-last; compare in the layout the loaded models use, so
+    # that both run the same convolution kernels.
+    generator = generator.to(memory_format=torch.contiguous_format).eval()
+    discriminator = discriminator.to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        assert torch.equal(generator(x), loaded_g(x))
+        assert torch.equal(discriminator(pair), loaded_d(pair))
+    assert config.arch_args == generator_args(TINY)
+
+
+def test_half_precision_checkpoint_is_close(tmp_path):
+    generator, _ = _trained_pair()
+    save_model(generator, tmp_path / "g", _config("unet", generator_args(TINY)), half=True)
+    loaded, _ = load_model(tmp_path / "g")
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = generator.to(memory_format=torch.contiguous_format).eval()(x)
+        assert torch.allclose(expected, loaded(x), atol=2e-2)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    generator, _ = _trained_pair()
+    target = tmp_path / "g"
+    save_model(generator, target, _config("unet", generator_args(TINY)))
+    before = (target / "model.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        Path(args[1]).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", crash)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.add_(1.0)
+    with pytest.raises(OSError):
+        save_model(generator, target, _config("unet", generator_args(TINY)))
+    assert (target / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+    load_model(target)
+
+
+def test_train_state_round_trip_and_atomic_write(tmp_path, monkeypatch):
+    state = {
+        "format_version": STATE_FORMAT,
+        "step": 7,
+        "weights": torch.arange(4.0),
+        "config": {"model": "pix2pix", "lr": 2e-4},
+        "rng": {"python": (3, (1, 2), None)},
+    }
+    path = save_train_state(tmp_path / "train_state.pt", state)
+    loaded = load_train_state(path)
+    assert loaded["step"] == 7 and torch.equal(loaded["weights"], torch.arange(4.0))
+    assert loaded["config"] == state["config"]
+
+    def crash(obj, file, *args, **kwargs):
+        Path(file).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_train_state(path, {**state, "step": 8})
+    assert load_train_state(path)["step"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_state.pt"]
+
+
+class _Tripwire:
+    """Unpickling this would run code: ``__reduce__`` names a function to call."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_train_state_loading_runs_no_pickled_code(tmp_path):
+    tripwire = _Tripwire()
+    tripwire.marker = str(tmp_path / "code-ran")
+    torch.save({"format_version": STATE_FORMAT, "payload": tripwire}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="corrupt or not a celpaint training state"):
+        load_train_state(tmp_path / "evil.pt")
+    assert not (tmp_path / "code-ran").exists()
+
+
+def test_train_state_of_another_format_is_refused(tmp_path):
+    torch.save({"format_version": 99}, tmp_path / "train_state.pt")
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_train_state(tmp_path / "train_state.pt")
+    with pytest.raises(CheckpointError, match="no run to resume"):
+        load_train_state(tmp_path / "missing" / "train_state.pt")
+
+
+def test_trainer_state_restores_networks_and_optimizers():
+    generator, discriminator = _trained_pair()
+    trainer = Trainer(TINY, generator, discriminator, "cpu", total_steps=4)
+    state = trainer.state_dict()
+    torch.manual_seed(1)
+    other = Trainer(
+        TINY,
+        build("unet", **generator_args(TINY)),
+        build("patchgan", **discriminator_args(TINY)),
+        "cpu",
+        total_steps=4,
+    )
+    other.load_state_dict(state)
+    for a, b in zip(trainer.generator.state_dict().values(),
+                    other.generator.state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    assert (
+        other.optimizer_g.state_dict()["param_groups"]
+        == (trainer.optimizer_g.state_dict()["param_groups"])
+    )
+    assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
