@@ -129,13 +129,93 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
 
 
+# OpenCV's D65 white point and XYZ -> linear sRGB matrix, to tell which L*a*b* colors sRGB can
+# show (cv2's own float conversion clips silently, so it cannot be asked).
+_WHITE_X, _WHITE_Z = 0.950456, 1.088754
+_XYZ_TO_RGB = np.array(
+    [[3.240479, -1.53715, -0.498535], [-0.969256, 1.875991, 0.041556],
+     [0.055648, -0.204043, 1.057311]],
+    np.float32,
+)  # fmt: skip
+# Linear RGB this far outside [0, 1] still counts as in gamut (the matrix's own rounding puts
+# white at 1.00001).
+_GAMUT_SLACK = 1e-3
+_GAMUT_STEPS = 12
+
+
+def _linear_rgb(lab: np.ndarray) -> np.ndarray:
+    """Unclipped linear RGB of float32 L*a*b* colors ``(..., 3)``, as a float32 ``(N, 1, 3)``."""
+    l_channel, a_channel, b_channel = split_channels(lab.reshape(-1, 1, 3))
+    fy = l_channel + np.float32(16.0)
+    fy *= np.float32(1 / 116)
+    fx = a_channel * np.float32(1 / 500)
+    fx += fy
+    fz = b_channel * np.float32(-1 / 200)
+    fz += fy
+    planes = []
+    for f in (fx, fy, fz):
+        # The inverse of L*a*b*'s f: a cube above 6/29, a line below (L* < 8).
+        cube = f * f
+        cube *= f
+        line = f - np.float32(4 / 29)
+        line *= np.float32(3 * (6 / 29) ** 2)
+        planes.append(np.where(f > np.float32(6 / 29), cube, line))
+    # cv2.transform applies the white point and the matrix per pixel, far faster than numpy's
+    # matmul over millions of 3-vectors.
+    matrix = _XYZ_TO_RGB * np.array([_WHITE_X, 1.0, _WHITE_Z], np.float32)
+    return cv2.transform(cv2.merge(planes), matrix)
+
+
+def _in_gamut(rgb: np.ndarray) -> np.ndarray:
+    """bool ``(N,)``: which linear RGB colors ``(N, 1, 3)`` lie in [0, 1] (with slack)."""
+    low, high = -_GAMUT_SLACK, 1.0 + _GAMUT_SLACK
+    return cv2.inRange(rgb, (low, low, low), (high, high, high)).reshape(-1) > 0
+
+
+def fit_to_gamut(lab: np.ndarray) -> np.ndarray:
+    """Bring every color of a float32 L*a*b* ``(H, W, 3)`` image inside sRGB, keeping L*.
+
+    A color sRGB cannot show (bright chroma at a dark L*: the predicted color of a region
+    bleeding onto the black line drawn over it) has its chroma scaled towards neutral, hue
+    kept, just far enough to fit. Clipping RGB instead would change L*: a saturated color at
+    L* 0 comes back as a colored fringe around every line, and the "input's L* stays exact"
+    promise of grayscale models would break. Colors already in gamut are untouched (the
+    same array is returned when all are).
+
+    L* outside 0..100 has no neutral in gamut either; such colors keep their L* and lose
+    all chroma, and the RGB conversion clips them.
+    """
+    outside = ~_in_gamut(_linear_rgb(lab))
+    if not outside.any():
+        return lab
+    index = np.flatnonzero(outside)
+    fitted = lab.reshape(-1, 3).copy()
+    colors = fitted[index]
+    # Bisection on the chroma scale: 0 (neutral gray, in gamut) is always a safe lower end.
+    low = np.zeros((index.size, 1), np.float32)
+    high = np.ones((index.size, 1), np.float32)
+    trial = colors.copy()
+    for _ in range(_GAMUT_STEPS):
+        middle = 0.5 * (low + high)
+        trial[:, 1:] = colors[:, 1:] * middle
+        fits = _in_gamut(_linear_rgb(trial))[:, None]
+        low = np.where(fits, middle, low)
+        high = np.where(fits, high, middle)
+    fitted[index, 1:] = colors[:, 1:] * low
+    return fitted.reshape(lab.shape)
+
+
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """float32 L*a*b* ``(H, W, 3)`` -> uint8 RGB ``(H, W, 3)`` (out-of-gamut colors clipped)."""
+    """float32 L*a*b* ``(H, W, 3)`` -> uint8 RGB ``(H, W, 3)``.
+
+    Colors outside sRGB lose chroma at constant L* (``fit_to_gamut``), so the output's L* is
+    the given L* up to 8-bit rounding.
+    """
     if lab.ndim != 3 or lab.shape[2] != 3 or lab.dtype != np.float32:
         raise ValueError(f"lab must be a float32 (H, W, 3) array, got {lab.dtype} {lab.shape}")
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-    # convertScaleAbs rounds and saturates above 255 in one pass; negatives (out of gamut)
-    # must be cut first or the absolute value would fold them back up.
+    rgb = cv2.cvtColor(fit_to_gamut(lab), cv2.COLOR_Lab2RGB)
+    # convertScaleAbs rounds and saturates above 255 in one pass; negatives (rounding at the
+    # gamut's edge) must be cut first or the absolute value would fold them back up.
     np.maximum(rgb, 0.0, out=rgb)
     return cv2.convertScaleAbs(rgb, alpha=255.0)
 

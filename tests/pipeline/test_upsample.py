@@ -11,6 +11,7 @@ import torch
 from celpaint.pipeline.colorizer import WorkGeometry
 from celpaint.pipeline.upsample import (
     crop,
+    fit_to_gamut,
     joint_bilateral_upsample,
     lab_to_rgb,
     lightness,
@@ -181,6 +182,21 @@ def test_to_native_input_luminance_is_exact():
     assert np.percentile(np.abs(rgb_to_lab(out)[..., 0] - lightness(gray)), 99) < 1.0
     predicted = to_native(small_lab, gray, luminance="predicted")
     assert not np.array_equal(predicted[..., 0], lab[..., 0])
+
+
+def test_fit_to_gamut_keeps_lightness_and_hue():
+    rng = np.random.default_rng(0)
+    inside = rgb_to_lab(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    assert fit_to_gamut(inside) is inside
+    # Saturated chroma at dark and light L*: outside sRGB.
+    lab = np.array([[[2.0, 60.0, 40.0], [50.0, 0.0, -150.0], [97.0, -90.0, 30.0]]], np.float32)
+    fitted = fit_to_gamut(lab)
+    assert np.array_equal(fitted[..., 0], lab[..., 0])
+    scale = np.linalg.norm(fitted[..., 1:], axis=-1) / np.linalg.norm(lab[..., 1:], axis=-1)
+    assert (scale < 1).all() and (scale > 0).all()
+    assert np.allclose(fitted[..., 1:], lab[..., 1:] * scale[..., None], atol=1e-4)
+    out = lab_to_rgb(fitted)
+    assert np.abs(rgb_to_lab(out)[..., 0] - lab[..., 0]).max() < 1.0
 
 
 def test_inputs_at_the_work_size_are_not_resampled():
