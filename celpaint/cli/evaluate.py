@@ -37,6 +37,11 @@ def _row(values: dict) -> list[str]:
     ]
 
 
+def _warping(value: float | None) -> str:
+    # Errors of a few 1e-4 are typical: scientific notation keeps their digits.
+    return "-" if value is None or math.isnan(value) else f"{value:.3e}"
+
+
 def _write_json(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=2) + "\n"
     if str(path) == "-":
@@ -72,11 +77,19 @@ def evaluate_command(
     frames: Annotated[
         bool, typer.Option("--frames", help="List every frame in the table, however many.")
     ] = False,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="The clip that was colorized: adds the temporal warping error (Lai et al. "
+            "2018; flow on this clip) of the prediction and of the ground truth.",
+        ),
+    ] = None,
     ffmpeg: FFmpeg = None,
     quiet: Quiet = False,
 ) -> None:
     """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
-    SSIM, mean CIEDE2000 and pixel accuracy."""
+    SSIM, mean CIEDE2000 and pixel accuracy; with --input, the temporal warping error."""
     from celpaint.pipeline.metrics import evaluate
 
     to_stdout = json_path is not None and str(json_path) == "-"
@@ -96,7 +109,7 @@ def evaluate_command(
         def report(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = evaluate(prediction, ground_truth, threshold, ffmpeg, report)
+        result = evaluate(prediction, ground_truth, threshold, ffmpeg, report, input=input)
 
     if json_path is not None:
         _write_json(json_path, result.to_dict())
@@ -104,11 +117,26 @@ def evaluate_command(
         return
     table = Table(title=f"{prediction} vs {ground_truth}", title_justify="left")
     table.add_column("frame")
-    for name in ("PSNR (dB)", "SSIM", "dE2000", "accuracy (%)"):
+    warping = result.warping_error
+    columns = ["PSNR (dB)", "SSIM", "dE2000", "accuracy (%)"]
+    if warping is not None:
+        columns += ["warping error", "truth's"]
+    for name in columns:
         table.add_column(name, justify="right")
     if frames or len(result.frames) <= _FRAME_ROWS:
         for row in result.frames:
-            table.add_row(row["name"], *_row(row))
+            extra = []
+            if warping is not None:
+                extra = [_warping(row["warping_error"]), _warping(row["warping_error_truth"])]
+            table.add_row(row["name"], *_row(row), *extra)
         table.add_section()
-    table.add_row(f"mean of {len(result.frames)}", *_row(result.mean), style="bold")
+    extra = []
+    if warping is not None:
+        extra = [_warping(warping["prediction"]), _warping(warping["ground_truth"])]
+    table.add_row(f"mean of {len(result.frames)}", *_row(result.mean), *extra, style="bold")
     Console().print(table)
+    if warping is not None:
+        Console().print(
+            f"warping error (flow on {input}): {_warping(warping['prediction'])}; the ground "
+            f"truth's, the floor: {_warping(warping['ground_truth'])}"
+        )

@@ -12,10 +12,17 @@ uses scikit-image's implementations:
 * ``pixel_accuracy``: the accuracy of Nazeri et al. (arXiv 1803.05400): the share of pixels
   whose L*, a* and b* all lie within ``threshold`` of the ground truth. The threshold is a
   fraction of each channel's range (L*: 100, a* and b*: 255, i.e. -128..127), 5% by default.
+
+For clips, ``evaluate`` also measures temporal stability when given the input clip: the
+warping error of Lai et al. 2018 (``celpaint.pipeline.flow.WarpingError``: flow on the input
+frames, forward-backward occlusion mask, masked mean squared difference between each output
+frame and the previous one warped onto it, RGB in [0, 1]), for the prediction and for the
+ground truth, whose error is the floor a perfect colorization would reach.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -127,6 +134,8 @@ def json_safe(value):
     """Replace infinities (identical frames' PSNR) by the string ``"inf"`` for strict JSON."""
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
+        return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -149,19 +158,23 @@ class Evaluation:
     threshold: float
     frames: list[dict] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
+    input: Path | None = None
+    warping_error: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (infinite PSNR written as ``"inf"``)."""
-        return json_safe(
-            {
-                "prediction": str(self.prediction),
-                "ground_truth": str(self.ground_truth),
-                "accuracy_threshold": self.threshold,
-                "frame_count": len(self.frames),
-                "mean": self.mean,
-                "frames": self.frames,
-            }
-        )
+        """A JSON-ready dict (infinite PSNR written as ``"inf"``, NaN as null)."""
+        data = {
+            "prediction": str(self.prediction),
+            "ground_truth": str(self.ground_truth),
+            "accuracy_threshold": self.threshold,
+            "frame_count": len(self.frames),
+            "mean": self.mean,
+            "frames": self.frames,
+        }
+        if self.warping_error is not None:
+            data["input"] = str(self.input)
+            data["warping_error"] = self.warping_error
+        return json_safe(data)
 
 
 def evaluate(
@@ -170,6 +183,7 @@ def evaluate(
     threshold: float = DEFAULT_THRESHOLD,
     ffmpeg: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    input: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Compare two clips, frame folders or images frame by frame.
 
@@ -179,17 +193,27 @@ def evaluate(
         ffmpeg: ffmpeg binary for video inputs.
         progress: called as ``progress(frames_done, frame_count)`` after each frame
             (``frame_count`` may be an estimate for video).
+        input: the clip that was colorized (same frame count and size); when given, each
+            frame row gains ``warping_error`` (the pair ending at that frame; None for the
+            first) and ``warping_error_truth``, and ``Evaluation.warping_error`` holds the
+            means ``{"prediction", "ground_truth"}``.
 
     Raises:
         InputError: a source is missing or unreadable, the frame counts differ, or a pair of
             frames differs in size.
     """
+    from celpaint.pipeline.flow import WarpingError
     from celpaint.pipeline.sources import open_source
 
     if threshold < 0:
         raise InputError(f"--threshold must not be negative, got {threshold}")
     result = Evaluation(Path(prediction), Path(ground_truth), threshold)
-    with open_source(prediction, ffmpeg) as predicted, open_source(ground_truth, ffmpeg) as truth:
+    with contextlib.ExitStack() as stack:
+        predicted = stack.enter_context(open_source(prediction, ffmpeg))
+        truth = stack.enter_context(open_source(ground_truth, ffmpeg))
+        source = stack.enter_context(open_source(input, ffmpeg)) if input is not None else None
+        meter = WarpingError(streams=2) if source is not None else None
+        input_frames = source.frames() if source is not None else None
         exact = predicted.info.kind != "video" and truth.info.kind != "video"
         if exact and predicted.info.frame_count != truth.info.frame_count:
             raise InputError(
@@ -201,6 +225,14 @@ def evaluate(
                 f"{prediction} is {predicted.info.width}x{predicted.info.height} but "
                 f"{ground_truth} is {truth.info.width}x{truth.info.height}; metrics compare "
                 "frames of the same size"
+            )
+        if source is not None and (source.info.width, source.info.height) != (
+            truth.info.width, truth.info.height,
+        ):  # fmt: skip
+            raise InputError(
+                f"the input {input} is {source.info.width}x{source.info.height} but "
+                f"{ground_truth} is {truth.info.width}x{truth.info.height}; the warping error "
+                "needs the clip that was colorized, at the same size"
             )
         names = truth.info.names
         total = max(truth.info.frame_count, 1)
@@ -224,11 +256,30 @@ def evaluate(
                     f"{prediction}, {b.shape[1]}x{b.shape[0]} in {ground_truth}"
                 )
             name = names[index] if index < len(names) else f"frame_{index + 1:06d}"
-            result.frames.append({"name": name, **frame_metrics(a, b, threshold)})
+            row = {"name": name, **frame_metrics(a, b, threshold)}
+            if meter is not None:
+                frame = next(input_frames, None)
+                if frame is None:
+                    raise InputError(
+                        f"the input {input} ended after {index} frames but {prediction} has "
+                        "more; give the clip that was colorized"
+                    )
+                errors = meter.add(frame, a, b)
+                row["warping_error"], row["warping_error_truth"] = errors or (None, None)
+            result.frames.append(row)
             index += 1
             if progress is not None:
                 progress(index, max(total, index))
+        if input_frames is not None and next(input_frames, None) is not None:
+            raise InputError(
+                f"the input {input} has more frames than {prediction}; give the clip that "
+                "was colorized"
+            )
     if not result.frames:
         raise InputError(f"{prediction} holds no frames")
+    if meter is not None:
+        result.input = Path(input)
+        prediction_error, truth_error = meter.means()
+        result.warping_error = {"prediction": prediction_error, "ground_truth": truth_error}
     result.mean = mean_metrics([{k: row[k] for k in METRIC_NAMES} for row in result.frames])
     return result

@@ -57,3 +57,61 @@ def test_mismatched_inputs_exit_2(tmp_path, truth, capfd):
     assert "error:" in capfd.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing"), str(folder)]) == 2
     assert "does not exist" in capfd.readouterr().err
+
+
+def _moving_square(frames: int = 5, flicker: float = 0.0):
+    """(input line art, colored frames): a red square outlined in black moving 3 px a frame
+    over a light background, with the square's color shifting by ``flicker`` levels per frame.
+    """
+    rng = np.random.default_rng(1)
+    inputs, colored = [], []
+    for t in range(frames):
+        line_art = np.full((48, 64, 3), 255, np.uint8)
+        color = np.empty((48, 64, 3), np.uint8)
+        color[:] = (230, 220, 190)
+        x = 10 + 3 * t
+        shift = int(rng.integers(-1, 2) * flicker)
+        color[14:34, x : x + 20] = np.clip(np.array([200, 40, 40]) + shift, 0, 255)
+        for image in (line_art, color):
+            image[14:34, x : x + 2] = image[14:34, x + 18 : x + 20] = 0
+            image[14:16, x : x + 20] = image[32:34, x : x + 20] = 0
+        inputs.append(line_art)
+        colored.append(color)
+    return inputs, colored
+
+
+def test_warping_error_with_the_input_clip(tmp_path, capfd):
+    inputs, truth_frames = _moving_square()
+    _, flickering = _moving_square(flicker=40)
+    source = _folder(tmp_path / "input", inputs)
+    truth = _folder(tmp_path / "truth", truth_frames)
+    predicted = _folder(tmp_path / "pred", flickering)
+    report = tmp_path / "report.json"
+    args = ["evaluate", str(predicted), str(truth), "--input", str(source)]
+    assert main([*args, "--json", str(report)]) == 0
+    table = capfd.readouterr().out
+    assert "warping error" in table and "floor" in table
+    data = json.loads(report.read_text())
+    assert data["input"] == str(source)
+    warping = data["warping_error"]
+    # The truth moves with the input: only interpolation at its edges remains.
+    assert warping["ground_truth"] < 1e-3
+    assert warping["prediction"] > 5 * warping["ground_truth"]
+    rows = data["frames"]
+    assert rows[0]["warping_error"] is None and rows[0]["warping_error_truth"] is None
+    pairs = [row["warping_error"] for row in rows[1:]]
+    assert warping["prediction"] == pytest.approx(sum(pairs) / len(pairs))
+    # Without --input there is no warping error.
+    assert main(["evaluate", str(predicted), str(truth), "--json", str(report)]) == 0
+    assert "warping_error" not in json.loads(report.read_text())
+
+
+def test_an_input_clip_of_another_length_or_size_exits_2(tmp_path, capfd):
+    inputs, truth_frames = _moving_square()
+    truth = _folder(tmp_path / "truth", truth_frames)
+    short = _folder(tmp_path / "short", inputs[:3])
+    assert main(["evaluate", str(truth), str(truth), "--input", str(short)]) == 2
+    assert "ended after 3 frames" in capfd.readouterr().err
+    small = _folder(tmp_path / "small", [image[:24] for image in inputs])
+    assert main(["evaluate", str(truth), str(truth), "--input", str(small)]) == 2
+    assert "same size" in capfd.readouterr().err
