@@ -12,6 +12,7 @@ from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.models.zoo import DEFAULT_MODEL
 from celpaint.pipeline.media import parse_frame_rate
+from celpaint.pipeline.temporal import TemporalParams
 
 
 def colorize_command(
@@ -40,8 +41,46 @@ def colorize_command(
     ] = "auto",
     work_size: Annotated[
         int | None,
-        typer.Option("--work-size", help="Long side the model sees (default: the model's)."),
+        typer.Option(
+            "--work-size",
+            help="Long side the model sees (default: the model's, 512 for the shipped ones); "
+            "bigger frames are scaled down for the model only and colored at full size.",
+        ),
     ] = None,
+    temporal: Annotated[
+        bool,
+        typer.Option(
+            "--temporal/--no-temporal",
+            help="Smooth colors over time in clips and frame folders (motion-compensated; "
+            "scene cuts reset it).",
+        ),
+    ] = True,
+    temporal_strength: Annotated[
+        float,
+        typer.Option(
+            "--temporal-strength",
+            min=0.0,
+            max=1.0,
+            help="0..1: weight of the previous frame's colors; higher is steadier but slower "
+            "to follow real color changes.",
+        ),
+    ] = TemporalParams.strength,
+    scene_threshold: Annotated[
+        float,
+        typer.Option(
+            "--scene-threshold",
+            min=0.0,
+            max=1.0,
+            help="0..1: how different a frame must be from the previous one to count as a "
+            "scene cut (lower: more cuts).",
+        ),
+    ] = TemporalParams.scene_threshold,
+    flat_fill: Annotated[
+        bool,
+        typer.Option(
+            "--flat-fill", help="Line art: give each closed region between lines one color."
+        ),
+    ] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
     crf: Crf = 18,
     lossless: Lossless = False,
@@ -67,6 +106,10 @@ def colorize_command(
         fps=parse_frame_rate(fps) if fps else None,
         keep_audio=not no_audio,
         ffmpeg=ffmpeg,
+        temporal=temporal,
+        temporal_strength=temporal_strength,
+        scene_threshold=scene_threshold,
+        flat_fill=flat_fill,
     )
     colorizer = Colorizer.from_pretrained(
         model,

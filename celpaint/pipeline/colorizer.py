@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,9 @@ from celpaint import color
 from celpaint.errors import InputError, ProcessingError
 from celpaint.models import zoo
 from celpaint.models.checkpoint import ModelConfig, load_model
+from celpaint.pipeline import upsample
+from celpaint.pipeline.flow import to_gray
+from celpaint.pipeline.temporal import TemporalParams, TemporalSmoother, flat_fill
 
 log = logging.getLogger("celpaint")
 
@@ -136,11 +140,7 @@ class Colorizer:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.work_size = int(work_size or config.work_size)
-        if self.work_size < config.size_multiple:
-            raise InputError(
-                f"--work-size {self.work_size} is smaller than the model's size multiple "
-                f"({config.size_multiple})"
-            )
+        self.check_work_size(self.work_size)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         self.batch_size = batch_size or self._default_batch_size()
@@ -177,24 +177,58 @@ class Colorizer:
     def input_kind(self) -> str:
         return self.config.input_kind
 
-    def geometry(self, height: int, width: int) -> WorkGeometry:
-        return WorkGeometry.fit(height, width, self.work_size, self.config.size_multiple)
+    def geometry(self, height: int, width: int, work_size: int | None = None) -> WorkGeometry:
+        """How a ``height x width`` frame is fitted to the network (at ``work_size``, by
+        default the colorizer's)."""
+        return WorkGeometry.fit(
+            height, width, work_size or self.work_size, self.config.size_multiple
+        )
+
+    def check_work_size(self, work_size: int) -> None:
+        """Raise ``InputError`` unless the network can run at ``work_size``."""
+        if work_size < self.config.size_multiple:
+            raise InputError(
+                f"--work-size {work_size} is smaller than the model's size multiple "
+                f"({self.config.size_multiple}); use {self.config.size_multiple} or more"
+            )
+
+    def stream(
+        self,
+        temporal: TemporalParams | None = None,
+        flat_fill: bool = False,
+        work_size: int | None = None,
+    ) -> FrameStream:
+        """A stateful transform that colorizes one clip, batch after batch (see ``FrameStream``).
+
+        Args:
+            temporal: smooth chroma over time with these settings; None colorizes each frame
+                on its own (images, or ``--no-temporal``).
+            flat_fill: give each closed region between the input's lines one color.
+            work_size: long side the network sees; the colorizer's when None.
+        """
+        return FrameStream(self, temporal, flat_fill, work_size)
 
     @torch.inference_mode()
     def colorize(self, frames: np.ndarray) -> np.ndarray:
-        """Colorize uint8 RGB frames ``(B, H, W, 3)``; returns uint8 RGB ``(B, H, W, 3)``."""
-        if frames.ndim == 3:
-            return self.colorize(frames[None])[0]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(
-                f"expected uint8 (B, H, W, 3) frames, got {frames.dtype} {frames.shape}"
-            )
-        rgb = self.to_tensor(frames)
+        """Colorize uint8 RGB frames ``(B, H, W, 3)``; returns uint8 RGB ``(B, H, W, 3)``.
+
+        Each frame is colorized on its own (no temporal smoothing: the frames need not be a
+        clip); use ``stream`` for clips.
+        """
+        return FrameStream(self)(frames)
+
+    def predict_work_lab(self, rgb: torch.Tensor, geometry: WorkGeometry) -> np.ndarray:
+        """Run the generator; returns float32 L*a*b* ``(B, h, w, 3)`` at the work size on the CPU.
+
+        In OpenCV's convention (``upsample.rgb_to_lab``), which the smoothing and the native
+        rendering use. For ``ab`` models L* is the (scaled) input's.
+        """
         if self.config.output == "rgb":
-            # No color-space round trip when nothing needs L*a*b*: the network speaks RGB.
-            return self.to_frames(self._resize(self.predict_rgb(rgb), rgb.shape[-2:]))
-        lab = self.predict_lab(rgb)
-        return self.to_frames(self.render(lab, rgb))
+            predicted = self.predict_rgb(rgb, geometry).clamp_(0, 1)
+            frames = predicted.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            return np.stack([upsample.rgb_to_lab(frame) for frame in frames])
+        lab = self.predict_lab(rgb, geometry)
+        return lab.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     @staticmethod
     def _resize(image: torch.Tensor, size) -> torch.Tensor:
@@ -202,9 +236,9 @@ class Colorizer:
             return image
         return F.interpolate(image, tuple(size), mode="bilinear", align_corners=False)
 
-    def predict_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+    def predict_rgb(self, rgb: torch.Tensor, geometry: WorkGeometry | None = None) -> torch.Tensor:
         """Run an ``rgb`` generator; returns RGB ``(B, 3, h, w)`` in [0, 1] at the work size."""
-        geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
+        geometry = geometry or self.geometry(rgb.shape[-2], rgb.shape[-1])
         output = self.run_generator(self.network_input(rgb, geometry))
         return color.denormalize_unit(output[..., : geometry.work_height, : geometry.work_width])
 
@@ -235,14 +269,14 @@ class Colorizer:
             source = F.pad(source, (0, pad_right, 0, pad_bottom), mode="replicate")
         return source
 
-    def predict_lab(self, rgb: torch.Tensor) -> torch.Tensor:
+    def predict_lab(self, rgb: torch.Tensor, geometry: WorkGeometry | None = None) -> torch.Tensor:
         """Run the generator; returns L*a*b* ``(B, 3, h, w)`` at the work size (float32).
 
         For ``ab`` models L* is the input's; for ``rgb`` models everything is predicted.
         """
         if self.config.output == "rgb":
-            return color.rgb_to_lab(self.predict_rgb(rgb))
-        geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
+            return color.rgb_to_lab(self.predict_rgb(rgb, geometry))
+        geometry = geometry or self.geometry(rgb.shape[-2], rgb.shape[-1])
         source = self.network_input(rgb, geometry)
         output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
         l_channel = color.denormalize_l(source[..., : geometry.work_height, : geometry.work_width])
@@ -297,3 +331,87 @@ class Colorizer:
                 continue
             start += size
         return torch.cat(outputs)
+
+
+class FrameStream:
+    """Colorizes the frames of one clip in order, batch after batch, keeping temporal state.
+
+    Per frame: the generator's colors at the work size (L*a*b*), then temporal smoothing of
+    a*b* guided by the input frames (``TemporalSmoother``; scene cuts reset it), then the
+    native size: chroma upsampled with the native input as the guide, L* from the input
+    (``ab`` models: exactly the input's) or the prediction with the input's lines drawn over
+    it (``rgb`` models), optionally one color per closed region (``flat_fill``).
+
+    A stream holds one clip's state: make one per input (``Colorizer.stream``) or call
+    ``reset`` between inputs. Results do not depend on how the clip is cut into batches. The
+    state is the previous frame at the work size (a few MB), whatever the clip's length.
+
+    Call it with uint8 RGB ``(B, H, W, 3)`` frames; it returns uint8 RGB ``(B, H, W, 3)``.
+    """
+
+    def __init__(
+        self,
+        colorizer: Colorizer,
+        temporal: TemporalParams | None = None,
+        flat_fill: bool = False,
+        work_size: int | None = None,
+    ):
+        if work_size is not None:
+            colorizer.check_work_size(work_size)
+        self.colorizer = colorizer
+        self.work_size = work_size or colorizer.work_size
+        self.flat_fill = flat_fill
+        self.smoother = TemporalSmoother(temporal) if temporal is not None else None
+        # Where the output L* comes from: a*b* models keep the input's; RGB models predict it
+        # and get the native lines drawn over it.
+        self.luminance: upsample.Luminance = (
+            "input" if colorizer.config.output == "ab" else "darken"
+        )
+
+    def reset(self) -> None:
+        """Start a new clip: nothing carries over from the frames seen so far."""
+        if self.smoother is not None:
+            self.smoother.reset()
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if frames.ndim == 3:
+            return self(frames[None])[0]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 (B, H, W, 3) frames, got {frames.dtype} {frames.shape}"
+            )
+        colorizer = self.colorizer
+        geometry = colorizer.geometry(frames.shape[1], frames.shape[2], self.work_size)
+        # Every frame takes the same path, smoothed or not, so that --no-temporal (or a
+        # frame after a cut) differs from smoothing only by the smoothing.
+        rgb = colorizer.to_tensor(frames)
+        work_lab = colorizer.predict_work_lab(rgb, geometry)
+        del rgb
+        out = np.empty_like(frames)
+        for index, frame in enumerate(frames):
+            out[index] = self._finish(frame, work_lab[index], geometry)
+        return out
+
+    def _finish(self, frame: np.ndarray, lab: np.ndarray, geometry: WorkGeometry) -> np.ndarray:
+        """One frame: work-size L*a*b* float32 ``(h, w, 3)`` -> native uint8 RGB ``(H, W, 3)``."""
+        gray = to_gray(frame)
+        if self.smoother is not None:
+            guide = gray
+            if geometry.scaled:
+                # Area averaging, so thin lines stay visible to the flow.
+                size = (geometry.work_width, geometry.work_height)
+                guide = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            lab = self.smoother.process(guide, lab)
+        darken = self.luminance == "darken"
+        native = upsample.to_native(lab, frame, "predicted" if darken else "input")
+        if self.flat_fill:
+            # Before the lines are drawn: the anti-aliased edge of a line keeps its own shade
+            # instead of taking the region's.
+            if darken:
+                native = flat_fill(gray, native)
+            else:
+                native[..., 1:] = flat_fill(gray, np.ascontiguousarray(native[..., 1:]))
+        if darken:
+            native = upsample.darken(native, upsample.lightness(frame))
+        return upsample.lab_to_rgb(native)

@@ -23,6 +23,7 @@ from celpaint.errors import InputError
 from celpaint.pipeline.frames import IMAGE_EXTENSIONS, FrameFolderWriter, write_image
 from celpaint.pipeline.media import find_ffmpeg
 from celpaint.pipeline.sources import Source, frame_name, open_source
+from celpaint.pipeline.temporal import TemporalParams
 from celpaint.pipeline.video import WRITABLE_EXTENSIONS, VideoWriter
 
 log = logging.getLogger("celpaint")
@@ -48,6 +49,13 @@ class ColorizeOptions:
         audio_from: clip whose audio goes into video outputs; by default a video input's own.
         keep_audio: copy the input's audio into video outputs.
         ffmpeg: ffmpeg binary; found automatically when None.
+        temporal: smooth colors over time in clips (videos, and folders of several frames;
+            never single images). Scene cuts and the start of every input reset it.
+        temporal_strength: largest weight (0..1) of the previous frame's motion-compensated
+            chroma; higher is steadier but follows real color changes more slowly.
+        scene_threshold: scene-change score (0..1) from which a frame starts a new shot.
+        flat_fill: give each closed region between the input's lines one color.
+        work_size: long side the model sees; the colorizer's when None.
     """
 
     batch_size: int | None = None
@@ -59,6 +67,27 @@ class ColorizeOptions:
     audio_from: Path | None = None
     keep_audio: bool = True
     ffmpeg: str | None = None
+    temporal: bool = True
+    temporal_strength: float = TemporalParams.strength
+    scene_threshold: float = TemporalParams.scene_threshold
+    flat_fill: bool = False
+    work_size: int | None = None
+
+    def temporal_params(self) -> TemporalParams | None:
+        """The smoothing settings, or None when smoothing is off.
+
+        Raises:
+            InputError: a setting is out of its range.
+        """
+        if not 0.0 <= self.temporal_strength <= 1.0:
+            raise InputError(
+                f"--temporal-strength must be within 0..1, got {self.temporal_strength}"
+            )
+        if not 0.0 <= self.scene_threshold <= 1.0:
+            raise InputError(f"--scene-threshold must be within 0..1, got {self.scene_threshold}")
+        if not self.temporal:
+            return None
+        return TemporalParams(strength=self.temporal_strength, scene_threshold=self.scene_threshold)
 
 
 @dataclass
@@ -447,13 +476,21 @@ def run_jobs(
     batch_size: int,
     options: ColorizeOptions,
     progress: Progress | None = None,
+    transform_for: Callable[[Job], Transform] | None = None,
 ) -> list[JobResult]:
+    """Run ``jobs`` one after the other.
+
+    ``transform_for(job)``, when given, makes a fresh transform for each job (a stateful one,
+    such as a ``FrameStream`` whose temporal state must not cross from one input to the next)
+    and takes the place of ``transform``.
+    """
     progress = progress or Progress()
     progress.start(jobs)
     results = []
     try:
         for job in jobs:
-            results.append(run_job(job, transform, batch_size, options, progress))
+            job_transform = transform_for(job) if transform_for is not None else transform
+            results.append(run_job(job, job_transform, batch_size, options, progress))
     finally:
         for job in jobs:
             job.source.close()
@@ -483,18 +520,34 @@ def colorize(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     options = options or ColorizeOptions()
+    temporal = options.temporal_params()
     jobs = plan(inputs, output, options)
     try:
         if colorizer is None:
             from celpaint.pipeline.colorizer import Colorizer
 
             colorizer = Colorizer.from_pretrained()
+        if options.work_size is not None:
+            colorizer.check_work_size(options.work_size)
     except BaseException:
         for job in jobs:
             job.source.close()
         raise
+
+    def stream_for(job: Job) -> Transform:
+        # A fresh stream per input: colors never carry from one input into the next.
+        return colorizer.stream(
+            temporal if is_clip(job.source) else None, options.flat_fill, options.work_size
+        )
+
     batch_size = options.batch_size or colorizer.batch_size
-    return run_jobs(jobs, colorizer.colorize, batch_size, options, progress)
+    return run_jobs(jobs, None, batch_size, options, progress, transform_for=stream_for)
+
+
+def is_clip(source: Source) -> bool:
+    """Whether a source's frames follow each other in time: a video, or a folder of several
+    frames (a single image, or a folder holding one, is not)."""
+    return source.info.kind != "image" and source.info.frame_count != 1
 
 
 def convert(

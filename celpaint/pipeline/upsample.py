@@ -391,15 +391,30 @@ def to_native(
         l_channel, a_channel, b_channel = _bilateral_planes(lab, guide, sigma, levels)
     # The upsampling only averages, but the prediction itself may stray outside 0..100.
     np.clip(l_channel, 0.0, 100.0, out=l_channel)
-    if luminance == "darken":
-        darkened = np.minimum(l_channel, native_l)
-        # Darken the chroma with L*, as ink over paint would: a black line has no hue, and
-        # chroma left at L* = 0 falls out of gamut and would come back as a colored fringe.
-        factor = darkened / np.maximum(l_channel, np.float32(1e-3))
-        a_channel *= factor
-        b_channel *= factor
-        l_channel = darkened
-    return cv2.merge([l_channel, a_channel, b_channel])
+    lab = cv2.merge([l_channel, a_channel, b_channel])
+    return darken(lab, native_l) if luminance == "darken" else lab
+
+
+def darken(lab: np.ndarray, native_l: np.ndarray) -> np.ndarray:
+    """Draw the input's lines over a predicted L*a*b* image, as ink over paint.
+
+    Args:
+        lab: float32 ``(H, W, 3)`` L*a*b* (predicted L*, in 0..100).
+        native_l: float32 ``(H, W)`` L* of the input drawing (``lightness``).
+
+    Returns:
+        float32 ``(H, W, 3)``, a new array: L* is ``min(predicted, input)``, so every line is
+        at least as dark as drawn; a*b* shrink by the same ratio, so a black line is neutral
+        rather than a fringe of out-of-gamut color.
+    """
+    if lab.shape[:2] != native_l.shape:
+        raise ValueError(f"lab {lab.shape[:2]} and native_l {native_l.shape} differ in size")
+    l_channel, a_channel, b_channel = split_channels(lab)
+    darkened = np.minimum(l_channel, native_l)
+    factor = darkened / np.maximum(l_channel, np.float32(1e-3))
+    a_channel *= factor
+    b_channel *= factor
+    return cv2.merge([darkened, a_channel, b_channel])
 
 
 def render(

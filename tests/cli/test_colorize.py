@@ -49,6 +49,21 @@ def test_frame_folder_keeps_names_and_order(tmp_path, lineart_model):
     assert not np.array_equal(read_image(out / "f1.png"), read_image(out / "f10.png"))
 
 
+def test_temporal_flat_fill_and_work_size_options(tmp_path, lineart_model, capfd):
+    frames = make_frames(tmp_path / "shots", count=3, size=(96, 64))
+    model = ["--model", str(lineart_model)]
+    smoothed, plain, flat = tmp_path / "smoothed", tmp_path / "plain", tmp_path / "flat"
+    options = ["--temporal-strength", "0.5", "--scene-threshold", "0.3", "--work-size", "32"]
+    assert main(["colorize", str(frames), "-o", str(smoothed), *model, *options]) == 0
+    assert main(["colorize", str(frames), "-o", str(plain), *model, "--no-temporal"]) == 0
+    assert main(["colorize", str(frames), "-o", str(flat), *model, "--flat-fill"]) == 0
+    for folder in (smoothed, plain, flat):
+        assert [read_image(p).shape for p in list_images(folder)] == [(64, 96, 3)] * 3
+    assert main(["colorize", str(frames), "-o", str(tmp_path / "x"), *model,
+                 "--temporal-strength", "1.5"]) == 2  # fmt: skip
+    assert not (tmp_path / "x").exists()
+
+
 def test_several_inputs_give_one_output_each(tmp_path, clip, gray_model):
     frames = make_frames(tmp_path / "shots")
     image = tmp_path / "still.jpg"
@@ -128,6 +143,7 @@ BAD_INPUTS = [
     (["clip.mp4", "good", "-o", "clip.mp4"], "need -o to be a folder"),
     (["clip.mp4", "-o", "o.mp4", "--device", "toaster"], "not a device"),
     (["clip.mp4", "-o", "o.mp4", "--batch-size", "0"], "--batch-size"),
+    (["clip.mp4", "-o", "o.mp4", "--work-size", "8"], "size multiple"),
 ]
 
 

@@ -120,3 +120,80 @@ def test_cuda_half_precision_matches_cpu(lineart_model):
     gpu = Colorizer.from_pretrained(lineart_model, device="cuda", precision="fp16")
     assert gpu.dtype == torch.float16
     assert np.abs(gpu.colorize(frames).astype(int) - cpu).mean() < 2
+
+
+def _line_art_clip(count=4, scale=3):
+    """RGB line art ``(count, 48*scale, 80*scale, 3)``: a frame, a moving box and a circle,
+    lines ``scale`` px wide."""
+    import cv2
+
+    height, width = 48 * scale, 80 * scale
+    frames = []
+    for t in range(count):
+        lines = np.full((height, width), 255, np.uint8)
+        cv2.rectangle(lines, (2, 2), (width - 3, height - 3), 0, scale)
+        x = (10 + 2 * t) * scale
+        cv2.rectangle(lines, (x, 10 * scale), (x + 20 * scale, 30 * scale), 0, scale)
+        cv2.circle(lines, (60 * scale, 24 * scale), 10 * scale, 0, scale)
+        frames.append(np.repeat(lines[..., None], 3, axis=2))
+    return np.stack(frames)
+
+
+def test_large_frames_are_colored_at_full_size_with_crisp_lines(lineart_model):
+    from celpaint.pipeline.temporal import TemporalParams
+    from celpaint.pipeline.upsample import lightness, rgb_to_lab
+
+    frames = _line_art_clip(scale=4)  # 192x320, the network sees 48x80
+    colorizer = Colorizer.from_pretrained(lineart_model, work_size=80)
+    assert colorizer.geometry(192, 320).scaled
+    out = colorizer.stream(TemporalParams())(frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    on_lines = frames[..., 0] < 64
+    for frame, colored in zip(frames, out, strict=True):
+        # Every line pixel at least as dark as drawn, up to 8-bit rounding.
+        drawn = lightness(frame)[on_lines[0]]
+        assert (rgb_to_lab(colored)[..., 0][on_lines[0]] <= drawn + 1.0).all()
+    assert out[on_lines].max() < 40
+    # Frames within the work size are not resampled: the same frames at 48x80.
+    small = np.ascontiguousarray(frames[:, ::4, ::4])
+    assert colorizer.colorize(small).shape == small.shape
+
+
+def test_grayscale_model_keeps_the_input_luminance_with_smoothing(gray_model):
+    from celpaint.pipeline.temporal import TemporalParams
+    from celpaint.pipeline.upsample import lightness, rgb_to_lab
+
+    colorizer = Colorizer.from_pretrained(gray_model, work_size=64)  # scaled down for the net
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (4, 142, 250), dtype=np.uint8)
+    frames = np.repeat(gray[..., None], 3, axis=3)
+    out = colorizer.stream(TemporalParams())(frames)
+    assert np.any(out != frames)
+    for frame, colored in zip(frames, out, strict=True):
+        # Out-of-gamut chroma is reduced at constant L*: only 8-bit rounding is left.
+        error = np.abs(rgb_to_lab(colored)[..., 0] - lightness(frame))
+        assert error.max() < 1.5 and error.mean() < 0.3
+
+
+def test_flat_fill_gives_one_color_per_closed_region(lineart_model):
+    from skimage.measure import label
+
+    frames = _line_art_clip(count=2)
+    colorizer = Colorizer.from_pretrained(lineart_model)
+    plain = colorizer.colorize(frames)
+    filled = colorizer.stream(flat_fill=True)(frames)
+    for frame, colored, noisy in zip(frames, filled, plain, strict=True):
+        regions = label(frame[..., 0] >= 128, connectivity=1)
+        assert regions.max() >= 4
+        for region in range(1, regions.max() + 1):
+            assert len(np.unique(colored[regions == region], axis=0)) == 1
+            # The random tiny network paints no region flat on its own.
+            assert len(np.unique(noisy[regions == region], axis=0)) > 1
+        # Line pixels are not flattened.
+        assert np.array_equal(colored[regions == 0], noisy[regions == 0])
+
+
+def test_stream_rejects_a_work_size_below_the_size_multiple(lineart_model):
+    colorizer = Colorizer.from_pretrained(lineart_model)
+    with pytest.raises(InputError, match="size multiple"):
+        colorizer.stream(work_size=8)

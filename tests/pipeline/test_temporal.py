@@ -5,9 +5,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 from skimage.measure import label
+from torch import nn
 
+from celpaint.models import ModelConfig
+from celpaint.pipeline import run
+from celpaint.pipeline.colorizer import Colorizer
 from celpaint.pipeline.flow import warping_error
+from celpaint.pipeline.frames import list_images, read_image, write_image
 from celpaint.pipeline.temporal import TemporalParams, TemporalSmoother, flat_fill
 from celpaint.pipeline.upsample import lab_to_rgb, rgb_to_lab
 
@@ -274,3 +280,130 @@ def test_flat_fill_without_lines_is_one_region():
     np.testing.assert_allclose(filled.reshape(-1, 2), np.broadcast_to(expected, (600, 2)))
     with pytest.raises(ValueError):
         flat_fill(np.full((20, 30), 255, np.uint8), ab[:10])
+
+
+# --- The whole path: Colorizer.stream and run.colorize with a noisy oracle for a generator ---
+
+
+class OracleGenerator(nn.Module):
+    """Stands in for the network: answers each network input with the stored output of the
+    frame whose input it is (nearest stored input), whatever the batch it comes in."""
+
+    def __init__(self, inputs: torch.Tensor, outputs: torch.Tensor):
+        super().__init__()
+        self.register_buffer("inputs", inputs)
+        self.register_buffer("outputs", outputs)
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        distance = (source[:, None] - self.inputs[None]).abs().flatten(2).mean(-1)
+        return self.outputs[distance.argmin(1)]
+
+
+def oracle_colorizer(grays: list[np.ndarray], predictions: list[np.ndarray]) -> Colorizer:
+    """A line-art Colorizer (RGB output, at the clip's own size) whose generator returns
+    ``predictions`` (float32 L*a*b*) for the frames ``grays``."""
+    config = ModelConfig("oracle", {}, "lineart", "rgb", size_multiple=16, work_size=WIDTH)
+    placeholder = OracleGenerator(torch.zeros(1, 1, 1, 1), torch.zeros(1, 3, 1, 1))
+    colorizer = Colorizer(placeholder, config, device="cpu")
+    frames = np.stack([np.repeat(g[..., None], 3, axis=2) for g in grays])
+    inputs = colorizer.network_input(colorizer.to_tensor(frames), colorizer.geometry(HEIGHT, WIDTH))
+    rgb = np.stack([lab_to_rgb(p) for p in predictions]).astype(np.float32) / 255
+    outputs = torch.from_numpy(rgb).permute(0, 3, 1, 2) * 2 - 1  # the network's [-1, 1]
+    outputs = torch.nn.functional.pad(
+        outputs, (0, inputs.shape[-1] - WIDTH, 0, inputs.shape[-2] - HEIGHT), mode="replicate"
+    )
+    colorizer.model = OracleGenerator(inputs, outputs).eval()
+    return colorizer
+
+
+def write_folder(folder, grays) -> str:
+    folder.mkdir()
+    for index, gray in enumerate(grays):
+        write_image(folder / f"frame_{index + 1:03d}.png", np.repeat(gray[..., None], 3, 2))
+    return str(folder)
+
+
+def colorize_folder(folder, output, colorizer, **options) -> list[np.ndarray]:
+    run.colorize(folder, output, colorizer, run.ColorizeOptions(**options))
+    return [read_image(path) for path in list_images(output)]
+
+
+@pytest.fixture(scope="module")
+def scene_clips():
+    grays_a, truth_a = make_clip(8, scene=0)
+    grays_b, truth_b = make_clip(6, scene=1)
+    # Quiet (noise-free) left part: static regions of scene 0.
+    quiet = np.zeros((HEIGHT, WIDTH), bool)
+    quiet[:, :60] = True
+    predictions_a = noisy_oracle(truth_a, seed=5, quiet=quiet)
+    predictions_b = noisy_oracle(truth_b, seed=6)
+    colorizer = oracle_colorizer(grays_a + grays_b, predictions_a + predictions_b)
+    return colorizer, grays_a, grays_b
+
+
+def test_clip_smoothing_through_the_colorizer(tmp_path, scene_clips):
+    colorizer, grays, _ = scene_clips
+    folder = write_folder(tmp_path / "clip", grays)
+    smoothed = colorize_folder(folder, tmp_path / "smoothed", colorizer)
+    raw = colorize_folder(folder, tmp_path / "raw", colorizer, temporal=False)
+    # Without smoothing the output is the oracle's own flicker.
+    assert np.array_equal(raw[3], colorizer.colorize(np.repeat(grays[3][..., None], 3, 2)))
+    raw_error = warping_error(raw, grays)[1]
+    assert warping_error(smoothed, grays)[1] < 0.5 * raw_error
+    # The static, noise-free left part comes out as without smoothing (8-bit rounding aside).
+    for a, b in zip(smoothed, raw, strict=True):
+        assert np.abs(a[:, :60].astype(int) - b[:, :60]).max() <= 1
+    # Lower strength, less smoothing; strength 0 is no smoothing at all.
+    weak = colorize_folder(folder, tmp_path / "weak", colorizer, temporal_strength=0.3)
+    assert warping_error(smoothed, grays)[1] < warping_error(weak, grays)[1] < raw_error
+    off = colorize_folder(folder, tmp_path / "off", colorizer, temporal_strength=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(off, raw, strict=True))
+
+
+def test_batching_does_not_change_the_colorized_clip(tmp_path, scene_clips):
+    colorizer, grays_a, grays_b = scene_clips
+    folder = write_folder(tmp_path / "clip", grays_a + grays_b)
+    one = colorize_folder(folder, tmp_path / "one", colorizer, batch_size=1)
+    eight = colorize_folder(folder, tmp_path / "eight", colorizer, batch_size=8)
+    assert len(one) == len(grays_a) + len(grays_b)
+    assert all(np.array_equal(a, b) for a, b in zip(one, eight, strict=True))
+
+
+def test_a_cut_in_a_clip_resets_the_colors_exactly(tmp_path, scene_clips):
+    colorizer, grays_a, grays_b = scene_clips
+    both = colorize_folder(
+        write_folder(tmp_path / "both", grays_a + grays_b), tmp_path / "out", colorizer,
+        batch_size=3,
+    )  # fmt: skip
+    alone = colorize_folder(write_folder(tmp_path / "b", grays_b), tmp_path / "b_out", colorizer)
+    after_cut = both[len(grays_a) :]
+    assert all(np.array_equal(a, b) for a, b in zip(after_cut, alone, strict=True))
+    # The next input starts afresh too: a stream is made per input.
+    outputs = tmp_path / "several"
+    run.colorize([tmp_path / "both", tmp_path / "b"], outputs, colorizer)
+    again = [read_image(path) for path in list_images(outputs / "b")]
+    assert all(np.array_equal(a, b) for a, b in zip(again, alone, strict=True))
+
+
+def test_single_images_and_one_frame_folders_are_not_clips(tmp_path, scene_clips):
+    colorizer, grays, _ = scene_clips
+    folder = write_folder(tmp_path / "one", grays[:1])
+    image = tmp_path / "frame.png"
+    write_image(image, np.repeat(grays[0][..., None], 3, 2))
+    options = run.ColorizeOptions()
+    jobs = run.plan([folder, image, write_folder(tmp_path / "two", grays[:2])], tmp_path / "o",
+                    options)  # fmt: skip
+    assert [run.is_clip(job.source) for job in jobs] == [False, False, True]
+    for job in jobs:
+        job.source.close()
+
+
+def test_bad_temporal_options_are_input_errors(tmp_path, scene_clips):
+    from celpaint.errors import InputError
+
+    colorizer, grays, _ = scene_clips
+    folder = write_folder(tmp_path / "clip", grays[:2])
+    for bad in (dict(temporal_strength=1.5), dict(scene_threshold=-1), dict(work_size=8)):
+        with pytest.raises(InputError):
+            run.colorize(folder, tmp_path / "out", colorizer, run.ColorizeOptions(**bad))
+    assert not (tmp_path / "out").exists()
