@@ -135,6 +135,21 @@ class _Batch:
     frames: list[np.ndarray] = field(default_factory=list)
 
 
+def transform_stages(transform: Transform | None) -> list[Callable]:
+    """The stages of a transform, run one after the other on each batch.
+
+    A plain callable is one stage. An object with a ``stages()`` method (such as the
+    colorizer's ``FrameStream``: the generator, then smoothing and upsampling) is split into
+    its stages, so that the pipeline can run batch N's later stages while the generator works
+    on batch N+1. Each stage takes what the previous one returned; the first takes uint8
+    ``(B, H, W, 3)`` frames and the last returns them.
+    """
+    if transform is None:
+        return []
+    stages = getattr(transform, "stages", None)
+    return list(stages()) if callable(stages) else [transform]
+
+
 def output_kind(path: Path) -> OutputKind:
     suffix = path.suffix.lower()
     if suffix in WRITABLE_EXTENSIONS:
@@ -377,11 +392,13 @@ def run_job(
 ) -> JobResult:
     """Stream one source through ``transform`` into its sink.
 
-    Decoding (a reader thread), the transform (this thread) and encoding (a writer thread) run
-    concurrently, joined by queues of at most ``prefetch`` batches, so memory is bounded by
-    the batch size and the slowest stage sets the pace. Order is kept. The first error in any
-    stage stops all of them and is raised here; the partial video is deleted, so the output
-    appears at ``job.output`` only when complete (folders fill frame by frame).
+    Decoding (a reader thread, which also stacks each batch), the transform's first stage
+    (this thread: the generator), each later stage (a thread each, see ``transform_stages``)
+    and encoding (a writer thread) run concurrently, joined by queues of at most ``prefetch``
+    batches, so memory is bounded by the batch size and the slowest stage sets the pace.
+    Order is kept. The first error in any stage stops all of them and is raised here; the
+    partial video is deleted, so the output appears at ``job.output`` only when complete
+    (folders fill frame by frame).
     """
     info = job.source.info
     media = info.media
@@ -394,11 +411,17 @@ def run_job(
     started = time.perf_counter()
     progress.job_start(job)
     sink = _open_sink(job, options)
+    stages = transform_stages(transform)
     stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=prefetch)
-    encoded: queue.Queue = queue.Queue(maxsize=prefetch)
+    # channels[0] holds decoded batches, channels[i] the output of stage i, the last one
+    # what the writer encodes.
+    channels: list[queue.Queue] = [queue.Queue(maxsize=prefetch) for _ in range(len(stages) + 1)]
     errors: list[BaseException] = []
     skipped = 0
+
+    def fail(error: BaseException) -> None:
+        errors.append(error)
+        stop.set()
 
     def read() -> None:
         nonlocal skipped
@@ -415,40 +438,58 @@ def run_job(
                 batch.names.append(name)
                 batch.frames.append(frame)
                 if len(batch.frames) >= batch_size:
-                    if not _put(decoded, batch, stop):
+                    if not _put(channels[0], (batch.names, np.stack(batch.frames)), stop):
                         return
                     batch = _Batch()
-            if batch.frames and not _put(decoded, batch, stop):
+            if batch.frames and not _put(channels[0], (batch.names, np.stack(batch.frames)), stop):
                 return
-            _put(decoded, _END, stop)
+            _put(channels[0], _END, stop)
         except BaseException as error:  # handed to the main thread
-            errors.append(error)
-            stop.set()
+            fail(error)
+
+    def relay(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        """Apply ``stage`` to every batch from ``inbox``, in order, into ``outbox``."""
+        while not stop.is_set() and (item := _get(inbox, stop)) is not _END:
+            names, data = item
+            if not _put(outbox, (names, stage(data)), stop):
+                return
+        _put(outbox, _END, stop)
+
+    def run_stage(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        try:
+            relay(stage, inbox, outbox)
+        except BaseException as error:
+            fail(error)
 
     def write() -> None:
         try:
-            while (item := _get(encoded, stop)) is not _END:
+            while not stop.is_set() and (item := _get(channels[-1], stop)) is not _END:
                 names, outputs = item
                 for name, rgb in zip(names, outputs, strict=True):
                     sink.write(name, rgb)
                 progress.advance(len(names))
         except BaseException as error:
-            errors.append(error)
-            stop.set()
+            fail(error)
 
-    reader = threading.Thread(target=read, name="celpaint-decode", daemon=True)
-    writer = threading.Thread(target=write, name="celpaint-encode", daemon=True)
-    reader.start()
-    writer.start()
+    threads = [threading.Thread(target=read, name="celpaint-decode", daemon=True)]
+    threads += [
+        threading.Thread(
+            target=run_stage,
+            args=(stage, channels[number], channels[number + 1]),
+            name=f"celpaint-stage-{number}",
+            daemon=True,
+        )
+        for number, stage in enumerate(stages[1:], start=1)
+    ]
+    threads.append(threading.Thread(target=write, name="celpaint-encode", daemon=True))
+    for thread in threads:
+        thread.start()
     try:
-        while (batch := _get(decoded, stop)) is not _END:
-            frames = np.stack(batch.frames)
-            outputs = transform(frames) if transform is not None else frames
-            if not _put(encoded, (batch.names, outputs), stop):
-                break
-        _put(encoded, _END, stop)
-        _join(writer)
-        _join(reader)
+        # The first stage (the generator) runs here, where torch's threads and Ctrl-C live.
+        if stages:
+            relay(stages[0], channels[0], channels[1])
+        for thread in reversed(threads):
+            _join(thread)
         if errors:
             raise errors[0]
         output = sink.close()
@@ -458,8 +499,8 @@ def run_job(
         # unblocks a stage waiting on a pipe.
         job.source.close()
         sink.abort()
-        _join(reader)
-        _join(writer)
+        for thread in threads:
+            _join(thread)
         raise
     finally:
         job.source.close()

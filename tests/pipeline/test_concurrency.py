@@ -1,0 +1,405 @@
+"""Concurrency correctness of the streaming pipeline (not its speed: nothing here is timed).
+
+The pipeline must give exactly what a plain sequential loop gives, keep the frame order whatever
+each stage's pace, end with the failing stage's own error and no output, leave no thread or
+ffmpeg process behind, and survive out-of-memory errors without losing or repeating a frame.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from celpaint.models import ModelConfig
+from celpaint.pipeline import run
+from celpaint.pipeline.colorizer import Colorizer
+from celpaint.pipeline.frames import list_images, read_image, write_image
+from celpaint.pipeline.sources import Source
+from celpaint.pipeline.video import VideoReader
+
+BATCH = 5  # does not divide the clip's 24 frames, so the last batch is a short one
+
+
+def _ffmpeg_children() -> list[int]:
+    """PIDs of ffmpeg processes started by this test process (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
+    found = []
+    for pid in children:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "ffmpeg" in name and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def _assert_nothing_left(threads_before: set[threading.Thread]) -> None:
+    # The stderr drains of killed ffmpeg processes end a moment after the pipe closes, so
+    # poll briefly for them rather than failing on a race that is not a leak.
+    deadline = time.monotonic() + 10
+    while True:
+        extra = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        children = _ffmpeg_children()
+        if (not extra and not children) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert extra == [], f"threads left behind: {extra}"
+    assert children == [], f"ffmpeg processes left behind: {children}"
+
+
+@pytest.fixture
+def threads_before() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+def _read_video(path: Path, ffmpeg: str) -> list[np.ndarray]:
+    return [frame.copy() for frame in VideoReader(path, ffmpeg)]
+
+
+def _batches(frames: np.ndarray, transform) -> np.ndarray:
+    """The sequential reference: the same batches, one after the other, in this thread."""
+    return np.concatenate(
+        [transform(frames[start : start + BATCH]) for start in range(0, len(frames), BATCH)]
+    )
+
+
+@pytest.mark.parametrize("output", ["out.mkv", "frames"])
+def test_output_is_identical_to_a_sequential_run(tmp_path, clip, ffmpeg, lineart_model, output):
+    colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
+    expected = _batches(np.stack(_read_video(clip, ffmpeg)), colorizer.colorize)
+    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
+    jobs = run.plan([clip], tmp_path / output, options)
+    run.run_jobs(jobs, colorizer.colorize, BATCH, options)
+    if output == "frames":
+        produced = [read_image(path) for path in list_images(tmp_path / output)]
+    else:
+        produced = _read_video(tmp_path / output, ffmpeg)
+    np.testing.assert_array_equal(np.stack(produced), expected)
+
+
+def test_stateful_colorizing_is_identical_to_a_sequential_run(
+    tmp_path, clip, ffmpeg, lineart_model
+):
+    # Temporal smoothing carries state from frame to frame, so any reordering or repeat in the
+    # pipeline would change every later frame.
+    colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
+    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
+    stream = colorizer.stream(options.temporal_params())
+    expected = _batches(np.stack(_read_video(clip, ffmpeg)), stream)
+    run.colorize([clip], tmp_path / "out.mkv", colorizer, options)
+    np.testing.assert_array_equal(np.stack(_read_video(tmp_path / "out.mkv", ffmpeg)), expected)
+
+
+def _numbered_frames(folder: Path, count: int) -> Path:
+    """Frames whose every pixel holds the frame's index, so order is visible in any frame."""
+    folder.mkdir()
+    for index in range(count):
+        write_image(folder / f"f{index:03d}.png", np.full((24, 32, 3), index, np.uint8))
+    return folder
+
+
+def _frame_indices(frames) -> list[int]:
+    indices = []
+    for frame in frames:
+        assert (frame == frame.flat[0]).all(), "a frame mixes pixels of several frames"
+        indices.append(int(frame.flat[0]))
+    return indices
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_order_is_kept_under_random_delays_in_every_stage(tmp_path, ffmpeg, threads_before, seed):
+    source = _numbered_frames(tmp_path / "in", 40)
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def pause(longest: float) -> None:
+        with lock:  # random.Random is shared by three threads
+            delay = rng.random() * longest
+        time.sleep(delay)
+
+    original_frames, original_write = Source.frames, run._VideoSink.write
+
+    def slow_frames(self):
+        for frame in original_frames(self):
+            pause(0.01)
+            yield frame
+
+    def slow_transform(frames):
+        pause(0.03)
+        return frames.copy()
+
+    def slow_write(self, name, rgb):
+        pause(0.01)
+        original_write(self, name, rgb)
+
+    out = tmp_path / "out.mkv"
+    options = run.ColorizeOptions(lossless=True, batch_size=rng.choice([1, 3, 7]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Source, "frames", slow_frames)
+        patch.setattr(run._VideoSink, "write", slow_write)
+        jobs = run.plan([source], out, options)
+        (result,) = run.run_jobs(jobs, slow_transform, options.batch_size, options)
+    assert result.frames == 40
+    assert _frame_indices(_read_video(out, ffmpeg)) == list(range(40))
+    _assert_nothing_left(threads_before)
+
+
+class StageFailure(Exception):
+    pass
+
+
+class _ThreeStages:
+    """A transform in three stages (see ``run.transform_stages``) that hand each other
+    different kinds of objects, pause at random, and can fail in one stage at one batch."""
+
+    def __init__(self, pause=lambda: None, failing: int | None = None, at: int = 0):
+        self.pause, self.failing, self.at = pause, failing, at
+        self.calls = [0, 0, 0]
+
+    def stages(self):
+        return [self.first, self.second, self.third]
+
+    def _step(self, number: int) -> None:
+        self.calls[number] += 1
+        self.pause()
+        if number == self.failing and self.calls[number] == self.at + 1:
+            raise StageFailure(f"stage {number} failed")
+
+    def first(self, frames):
+        self._step(0)
+        return {"frames": frames.astype(np.int16)}
+
+    def second(self, item):
+        self._step(1)
+        return [255 - frame for frame in item["frames"]]
+
+    def third(self, frames):
+        self._step(2)
+        return (255 - np.stack(frames)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_order_is_kept_through_several_transform_stages(tmp_path, ffmpeg, threads_before, seed):
+    source = _numbered_frames(tmp_path / "in", 30)
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def pause() -> None:
+        with lock:
+            delay = rng.random() * 0.02
+        time.sleep(delay)
+
+    out = tmp_path / "out.mkv"
+    options = run.ColorizeOptions(lossless=True)
+    transform = _ThreeStages(pause)
+    (result,) = run.run_jobs(run.plan([source], out, options), transform, 4, options)
+    assert result.frames == 30 and transform.calls == [8, 8, 8]
+    assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
+    _assert_nothing_left(threads_before)
+
+
+@pytest.mark.parametrize("failing, at", [(0, 0), (1, 0), (1, 3), (2, 0), (2, 5)])
+def test_an_error_in_any_transform_stage_ends_the_run(tmp_path, clip, threads_before, failing, at):
+    out = tmp_path / "out.mp4"
+    options = run.ColorizeOptions()
+    jobs = run.plan([clip], out, options)
+    with pytest.raises(StageFailure, match=f"stage {failing} failed"):
+        run.run_jobs(jobs, _ThreeStages(failing=failing, at=at), 3, options)
+    assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left(threads_before)
+
+
+def _fail_in(stage: str, at: int, patch: pytest.MonkeyPatch):
+    """Make ``stage`` fail on its ``at``-th frame or batch; returns the transform to run."""
+    original_frames, original_write = Source.frames, run._VideoSink.write
+    original_close = run._VideoSink.close
+
+    def frames(self):
+        for index, frame in enumerate(original_frames(self)):
+            if stage == "decode" and index == at:
+                raise StageFailure("decode failed")
+            yield frame
+
+    def write(self, name, rgb):
+        if stage == "encode" and self.frames_written == at:
+            raise StageFailure("encode failed")
+        original_write(self, name, rgb)
+
+    def close(self):
+        if stage == "finish":
+            raise StageFailure("finish failed")
+        return original_close(self)
+
+    calls = {"batches": 0}
+
+    def transform(batch):
+        calls["batches"] += 1
+        if stage == "transform" and calls["batches"] == at + 1:
+            raise StageFailure("transform failed")
+        return batch
+
+    patch.setattr(Source, "frames", frames)
+    patch.setattr(run._VideoSink, "write", write)
+    patch.setattr(run._VideoSink, "close", close)
+    return transform
+
+
+@pytest.mark.parametrize(
+    "stage, at",
+    [("decode", 0), ("decode", 7), ("transform", 0), ("transform", 4), ("encode", 0),
+     ("encode", 10), ("finish", 0)],
+)  # fmt: skip
+def test_an_error_in_each_stage_ends_the_run_with_it_and_no_output(
+    tmp_path, clip, threads_before, stage, at
+):
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    options = run.ColorizeOptions()
+    with pytest.MonkeyPatch.context() as patch:
+        transform = _fail_in(stage, at, patch)
+        jobs = run.plan([clip], out_folder / "out.mp4", options)
+        with pytest.raises(StageFailure, match=f"{stage} failed"):
+            run.run_jobs(jobs, transform, 3, options)
+    assert list(out_folder.iterdir()) == []
+    _assert_nothing_left(threads_before)
+
+
+def test_an_error_while_other_stages_wait_on_full_queues(tmp_path, clip, threads_before):
+    # A slow transform lets the decoder fill its queue and block; the failure must still end
+    # the run rather than leave the decoder waiting for room forever.
+    out = tmp_path / "out.mp4"
+    options = run.ColorizeOptions()
+    calls = {"batches": 0}
+
+    def slow_then_failing(batch):
+        calls["batches"] += 1
+        time.sleep(0.2)
+        if calls["batches"] == 3:
+            raise StageFailure("transform failed")
+        return batch
+
+    jobs = run.plan([clip], out, options)
+    with pytest.raises(StageFailure):
+        run.run_jobs(jobs, slow_then_failing, 1, options)
+    assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left(threads_before)
+
+
+def test_success_leaves_nothing_behind(tmp_path, clip, threads_before):
+    options = run.ColorizeOptions()
+    (result,) = run.run_jobs(run.plan([clip], tmp_path / "o.mp4", options), None, 4, options)
+    assert result.frames == 24 and result.output.exists()
+    _assert_nothing_left(threads_before)
+
+
+def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, threads_before):
+    """A real SIGINT reaching the main thread while it waits for the (slow) decoder."""
+    out = tmp_path / "out.mp4"
+    options = run.ColorizeOptions()
+    original_frames = Source.frames
+
+    def slow_frames(self):
+        for index, frame in enumerate(original_frames(self)):
+            if index == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            yield frame
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Source, "frames", slow_frames)
+            jobs = run.plan([clip], out, options)
+            with pytest.raises(KeyboardInterrupt):
+                run.run_jobs(jobs, lambda batch: batch, 2, options)
+                # The signal may land just after the run; waiting keeps it inside the raises.
+                time.sleep(5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left(threads_before)
+
+
+class _IdentityGenerator(nn.Module):
+    """A stand-in generator that paints each frame with its own gray level and runs out of
+    "device memory" for batches bigger than ``limit``."""
+
+    def __init__(self, limit: int, error: type[Exception]):
+        super().__init__()
+        self.limit, self.error = limit, error
+        self.batch_sizes: list[int] = []
+        self.anchor = nn.Parameter(torch.zeros(()))  # so .to(device) has something to move
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(len(source))
+        if len(source) > self.limit:
+            if self.error is RuntimeError:
+                raise RuntimeError("CUDA error: out of memory (fake)")
+            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+        return source.repeat(1, 3, 1, 1) + self.anchor
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
+def test_out_of_memory_backoff_keeps_every_frame_once_in_order(tmp_path, ffmpeg, error):
+    source = _numbered_frames(tmp_path / "in", 30)
+    generator = _IdentityGenerator(limit=2, error=error)
+    config = ModelConfig("unet", {}, "lineart", "rgb", size_multiple=8, work_size=64)
+    colorizer = Colorizer(generator, config, device="cpu", batch_size=8)
+    out = tmp_path / "out.mkv"
+    options = run.ColorizeOptions(batch_size=8, lossless=True)
+    jobs = run.plan([source], out, options)
+    (result,) = run.run_jobs(jobs, colorizer.colorize, 8, options)
+    assert result.frames == 30
+    assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
+    # 8 fails, 4 fails, then chunks of 2 for the rest of the run: no batch is retried twice.
+    assert generator.batch_sizes[:3] == [8, 4, 2] and colorizer.batch_size == 2
+    assert sum(size for size in generator.batch_sizes if size <= 2) == 30
+
+
+def test_several_inputs_share_one_loaded_model(tmp_path, clip, lineart_model, monkeypatch):
+    from celpaint.cli.app import main
+
+    loads = []
+    original = Colorizer.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Colorizer, "from_pretrained", classmethod(counting))
+    frames = _numbered_frames(tmp_path / "shots", 3)
+    code = main(["colorize", str(clip), str(frames), "-o", str(tmp_path / "out"),
+                 "-m", str(lineart_model), "-q", "--device", "cpu"])  # fmt: skip
+    assert code == 0 and len(loads) == 1
+    assert (tmp_path / "out" / clip.name).exists() and (tmp_path / "out" / "shots").is_dir()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pipeline_matches_cpu_and_picks_a_batch_size(tmp_path, clip, lineart_model):
+    cpu = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
+    cuda = Colorizer.from_pretrained(lineart_model, device="cuda", precision="fp32")
+    assert cuda.batch_size >= 1
+    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
+    run.colorize([clip], tmp_path / "cpu", cpu, options)
+    run.colorize([clip], tmp_path / "cuda", cuda, options)
+    for want, got in zip(
+        list_images(tmp_path / "cpu"), list_images(tmp_path / "cuda"), strict=True
+    ):
+        assert np.abs(read_image(want).astype(int) - read_image(got)).max() <= 2
