@@ -43,6 +43,10 @@ class ModelConfig:
         size_multiple: height and width fed to the network must be multiples of this.
         work_size: long side of the frames the network sees; larger inputs are scaled down.
         trained_on: free text describing the training data.
+        chroma_scale: the predicted a*b* are multiplied by this before use. Calibrated on
+            held-out data after training (``scripts/calibrate_chroma.py``): a value below 1
+            mutes colors the network is unsure of, which costs less than a confident wrong
+            color when the input does not tell.
         normalisation: how pixels map to network ranges (see ``celpaint.color``).
     """
 
@@ -53,6 +57,7 @@ class ModelConfig:
     size_multiple: int
     work_size: int = 512
     trained_on: str = ""
+    chroma_scale: float = 1.0
     normalisation: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     celpaint_version: str = ""
@@ -62,6 +67,10 @@ class ModelConfig:
             raise CheckpointError(f"unknown input_kind {self.input_kind!r} in model config")
         if self.output not in ("rgb", "ab"):
             raise CheckpointError(f"unknown output {self.output!r} in model config")
+        if not 0 <= self.chroma_scale <= 2:
+            raise CheckpointError(
+                f"chroma_scale {self.chroma_scale!r} in model config is outside [0, 2]"
+            )
         if not self.normalisation:
             source = "lineart" if self.input_kind == "lineart" else "l"
             self.normalisation = {
@@ -130,8 +139,15 @@ def save_model(
     config_dict = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        # mkdtemp makes the directory private (0700), but a checkpoint (a shipped one above
+        # all) must be readable by everyone who can read its parent. Fixed modes rather than
+        # the umask's: reading the umask means setting it, which races with other threads.
+        staging.chmod(0o755)
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
         (staging / CONFIG_NAME).write_text(json.dumps(config_dict, indent=2) + "\n")
+        # safetensors creates its file private too.
+        for path in staging.iterdir():
+            path.chmod(0o644)
         _replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

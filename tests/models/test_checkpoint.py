@@ -159,3 +159,21 @@ def test_trainer_state_restores_networks_and_optimizers():
         == (trainer.optimizer_g.state_dict()["param_groups"])
     )
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
+
+
+def test_saved_checkpoint_is_readable_by_others(tmp_path):
+    generator, _ = _trained_pair()
+    target = save_model(generator, tmp_path / "g", _config("unet", generator_args(TINY)))
+    assert target.stat().st_mode & 0o777 == 0o755
+    for path in target.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+
+
+def test_chroma_scale_is_saved_and_checked(tmp_path):
+    generator, _ = _trained_pair()
+    config = _config("unet", generator_args(TINY))
+    config.chroma_scale = 0.6
+    save_model(generator, tmp_path / "g", config)
+    assert load_model(tmp_path / "g")[1].chroma_scale == 0.6
+    with pytest.raises(CheckpointError, match="chroma_scale"):
+        ModelConfig("unet", {}, "lineart", "rgb", size_multiple=8, chroma_scale=-1)

@@ -1,0 +1,191 @@
+"""Measure the model card's numbers: each model and its baselines, scored by `celpaint evaluate`.
+
+For every evaluation set the script makes the model's input, colorizes it with
+`celpaint colorize`, builds the baselines the model card compares against and scores all of
+them against the true colors with `celpaint evaluate`:
+
+* ``lineart`` model: input = the set's line art; baselines = the line art itself as the output,
+  and a flat fill of the mean color of the training frames;
+* ``gray`` model: input = the set's grayscale (BT.601 luma, as `samples/clip_gray.mp4`);
+  baseline = that grayscale itself (a*b* = 0).
+
+Sets: a folder of pairs (``NAME=DIR`` with ``DIR/sketch`` and ``DIR/color``), and the sample
+clip (``samples/clip_{lineart,gray,color}.mp4``). Frames of a folder set are unrelated
+pictures, so they are colorized without temporal smoothing; the sample clip is colorized the
+way `celpaint colorize` does it by default.
+
+    python scripts/evaluate_models.py --set openclipart=/data/val_openclipart \\
+        --set games=/data/val_games --train-color /data/train_lineart/color \\
+        --json docs/model_card.json
+
+Everything is written under ``--work`` (a temporary folder by default); the JSON holds the
+mean PSNR, SSIM, CIEDE2000 and pixel accuracy of every (model, set, method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def celpaint(*args: str) -> None:
+    command = [sys.executable, "-m", "celpaint", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr}")
+
+
+def has_option(command: str, option: str) -> bool:
+    result = subprocess.run(
+        [sys.executable, "-m", "celpaint", command, "--help"], capture_output=True, text=True
+    )
+    return option in result.stdout
+
+
+def evaluate(prediction: Path, truth: Path, json_path: Path) -> dict[str, float]:
+    celpaint("evaluate", str(prediction), str(truth), "--json", str(json_path), "--quiet")
+    return json.loads(json_path.read_text())["mean"]
+
+
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def mean_color(folder: Path, limit: int = 1000) -> list[int]:
+    """Mean sRGB color of (up to ``limit``, evenly spaced) training frames, 0-255."""
+    files = images(folder)
+    step = max(1, len(files) // limit)
+    total = np.zeros(3)
+    for path in files[::step]:
+        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        total += rgb.reshape(-1, 3).mean(axis=0)
+    return [int(round(v)) for v in total / len(files[::step])]
+
+
+def write_gray_folder(color: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for path in images(color):
+        gray = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(out / f"{path.stem}.png"), gray)
+
+
+def write_flat_folder(reference: Path, out: Path, rgb: list[int], count: int | None = None):
+    """Flat frames of color ``rgb``: one per image of ``reference`` (a folder), or ``count``
+    frames the size of the clip ``reference``."""
+    out.mkdir(parents=True, exist_ok=True)
+    bgr = np.array(rgb[::-1], np.uint8)
+    if count is None:
+        for path in images(reference):
+            height, width = cv2.imread(str(path)).shape[:2]
+            cv2.imwrite(str(out / f"{path.stem}.png"), np.broadcast_to(bgr, (height, width, 3)))
+        return
+    capture = cv2.VideoCapture(str(reference))
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    capture.release()
+    frame = np.ascontiguousarray(np.broadcast_to(bgr, (height, width, 3)))
+    for index in range(count):
+        cv2.imwrite(str(out / f"{index:04d}.png"), frame)
+
+
+def frame_count(clip: Path) -> int:
+    capture = cv2.VideoCapture(str(clip))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR",
+                        help="folder with sketch/ and color/ (repeatable)")  # fmt: skip
+    parser.add_argument("--train-color", type=Path, help="training color frames (flat baseline)")
+    parser.add_argument("--mean-color", help="R,G,B of the flat baseline instead of computing it")
+    parser.add_argument("--models", default="lineart,gray")
+    parser.add_argument("--lineart-model", default="lineart", help="name or checkpoint")
+    parser.add_argument("--gray-model", default="gray", help="name or checkpoint")
+    parser.add_argument("--no-sample", action="store_true", help="skip the sample clip")
+    parser.add_argument("--work", type=Path, help="keep intermediate outputs here")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+
+    if args.mean_color:
+        flat_rgb = [int(v) for v in args.mean_color.split(",")]
+    elif args.train_color:
+        flat_rgb = mean_color(args.train_color)
+    else:
+        flat_rgb = None
+    work = args.work or Path(tempfile.mkdtemp(prefix="celpaint-card-"))
+    work.mkdir(parents=True, exist_ok=True)
+    models = args.models.split(",")
+    results: dict = {"flat_color_rgb": flat_rgb, "models": {}}
+    sets = [tuple(item.split("=", 1)) for item in args.set]
+
+    for model in models:
+        checkpoint = args.lineart_model if model == "lineart" else args.gray_model
+        model_results: dict = {"checkpoint": checkpoint}
+        results["models"][model] = model_results
+        cases: list[tuple[str, Path, Path, bool]] = []  # name, input, truth, is_clip
+        for name, folder in sets:
+            folder = Path(folder)
+            if model == "lineart":
+                source = folder / "sketch"
+            else:
+                source = work / name / "gray"
+                if not source.exists():
+                    write_gray_folder(folder / "color", source)
+            cases.append((name, source, folder / "color", False))
+        if not args.no_sample:
+            kind = "lineart" if model == "lineart" else "gray"
+            cases.append(
+                ("sample", SAMPLES / f"clip_{kind}.mp4", SAMPLES / "clip_color.mp4", True)
+            )
+        for name, source, truth, is_clip in cases:
+            out_dir = work / name / model
+            out_dir.mkdir(parents=True, exist_ok=True)
+            output = out_dir / ("colorized.mp4" if is_clip else "colorized")
+            command = ["colorize", str(source), "-o", str(output), "--model", checkpoint]
+            command += ["--overwrite", "--quiet"]
+            if is_clip:
+                command += ["--lossless"]
+            elif has_option("colorize", "--no-temporal"):
+                command += ["--no-temporal"]
+            started = time.perf_counter()
+            celpaint(*command)
+            seconds = time.perf_counter() - started
+            scores = {"model": evaluate(output, truth, out_dir / "model.json")}
+            scores["input"] = evaluate(source, truth, out_dir / "input.json")
+            if model == "lineart" and flat_rgb is not None:
+                flat = out_dir / "flat"
+                count = frame_count(truth) if is_clip else None
+                write_flat_folder(truth if is_clip else truth, flat, flat_rgb, count)
+                scores["flat"] = evaluate(flat, truth, out_dir / "flat.json")
+            scores["colorize_seconds"] = round(seconds, 1)
+            model_results[name] = scores
+            print(f"{model:8s} {name:12s} " + "  ".join(
+                f"{method}: dE {values['ciede2000']:.2f} PSNR {values['psnr']:.2f} "
+                f"SSIM {values['ssim']:.3f}"
+                for method, values in scores.items() if isinstance(values, dict)
+            ), flush=True)  # fmt: skip
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
