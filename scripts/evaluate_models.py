@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             cases.append((name, source, folder / "color", False))
         if not args.no_sample:
             kind = "lineart" if model == "lineart" else "gray"
-            cases.append(
-                ("sample", SAMPLES / f"clip_{kind}.mp4", SAMPLES / "clip_color.mp4", True)
-            )
+            cases.append(("sample", SAMPLES / f"clip_{kind}.mp4", SAMPLES / "clip_color.mp4", True))
         for name, source, truth, is_clip in cases:
             out_dir = work / name / model
             out_dir.mkdir(parents=True, exist_ok=True)
