@@ -115,6 +115,32 @@ def test_luminance_is_untouched(clip):
         assert np.array_equal(out[..., 0], prediction[..., 0])
 
 
+def test_lightness_smoothing_spares_the_lines(clip):
+    grays, truth, predictions = clip
+    rng = np.random.default_rng(7)
+    # The oracle's paint flickers in L* too.
+    flickering = []
+    for prediction in predictions:
+        noisy = prediction.copy()
+        noisy[..., 0] += rng.normal(0, 4, (HEIGHT, WIDTH)).astype(np.float32)
+        flickering.append(noisy)
+    smoother = TemporalSmoother(TemporalParams(lightness=True))
+    outputs = smooth(grays, flickering, smoother)
+    chroma_only = smooth(grays, flickering)
+
+    def l_error(labs):
+        pairs = zip(labs, truth, strict=True)
+        return np.mean([np.abs(a[..., 0] - t[..., 0]).mean() for a, t in pairs])
+
+    assert l_error(outputs) < 0.7 * l_error(flickering)
+    assert np.allclose(l_error(chroma_only), l_error(flickering))
+    for gray, out, prediction, plain in zip(grays, outputs, flickering, chroma_only, strict=True):
+        lines = gray < 128
+        assert np.array_equal(out[..., 0][lines], prediction[..., 0][lines])
+        # Chroma is smoothed exactly as without lightness.
+        assert np.array_equal(out[..., 1:], plain[..., 1:])
+
+
 def test_static_regions_are_left_unchanged():
     grays, truth = make_clip(10)
     # The static rectangle and the paper around it; the moving square stays right of x = 75.
