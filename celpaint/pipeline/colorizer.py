@@ -441,7 +441,10 @@ class FrameStream:
         if self.smoother is not None:
             lab = self.smoother.process(to_gray(work_frame), lab)
         keep_input = self.keeps_input_lightness
-        native = upsample.to_native(lab, frame, "input" if keep_input else "predicted")
+        native_l = upsample.lightness(frame)
+        native = upsample.to_native(
+            lab, frame, "input" if keep_input else "predicted", native_l=native_l
+        )
         if self.flat_fill:
             # Before the lines are drawn: the anti-aliased edge of a line keeps its own shade
             # instead of taking the region's.
@@ -450,7 +453,7 @@ class FrameStream:
             else:
                 native = flat_fill(gray, native)
         if darken:
-            native = upsample.darken(native, upsample.lightness(frame))
+            native = upsample.darken(native, native_l)
         # Gamut fitting keeps L* exact where that is promised (a*b* models); an RGB model's
         # colors are in gamut to begin with, and darkening keeps them so.
         return upsample.lab_to_rgb(native, fit_gamut=keep_input)
