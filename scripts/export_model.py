@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         for scale, error in results.items():
             print(f"chroma_scale {scale:.1f}: mean dE2000 {error:.3f}")
         config.chroma_scale = min(results, key=results.get)
-        report["calibration"] = {"data": str(args.calibrate), "pairs": args.limit,
-                                 "mean_ciede2000": {str(k): v for k, v in results.items()}}  # fmt: skip
+        report["calibration"] = {
+            "data": str(args.calibrate),
+            "pairs": args.limit,
+            "mean_ciede2000": {str(k): v for k, v in results.items()},
+        }
         print(f"chose chroma_scale {config.chroma_scale}")
     out = args.out or WEIGHTS / args.name
     save_model(model, out, config, half=True)

@@ -197,3 +197,19 @@ def test_stream_rejects_a_work_size_below_the_size_multiple(lineart_model):
     colorizer = Colorizer.from_pretrained(lineart_model)
     with pytest.raises(InputError, match="size multiple"):
         colorizer.stream(work_size=8)
+
+
+@pytest.mark.parametrize("kind", ["lineart", "gray"])
+def test_chroma_scale_mutes_the_predicted_colors(kind, lineart_model, gray_model):
+    model = lineart_model if kind == "lineart" else gray_model
+    gray = np.repeat(_frames(2, 64, 96)[..., :1], 3, axis=3)
+    chroma = {}
+    for scale in (1.0, 0.5, 0.0):
+        colorizer = Colorizer.from_pretrained(model, device="cpu")
+        colorizer.config.chroma_scale = scale
+        lab = _lab(colorizer.colorize(gray)) - [0, 128, 128]  # OpenCV stores a*, b* + 128
+        chroma[scale] = np.hypot(lab[..., 1], lab[..., 2]).mean()
+    # A tiny random network colors strongly; the scale divides that, down to gray.
+    assert chroma[1.0] > 5
+    assert chroma[0.5] == pytest.approx(chroma[1.0] / 2, rel=0.2)
+    assert chroma[0.0] < 1.5
