@@ -342,11 +342,12 @@ class Colorizer:
 class FrameStream:
     """Colorizes the frames of one clip in order, batch after batch, keeping temporal state.
 
-    Per frame: the generator's colors at the work size (L*a*b*), then temporal smoothing of
-    a*b* guided by the input frames (``TemporalSmoother``; scene cuts reset it), then the
-    native size: chroma upsampled with the native input as the guide, L* from the input
-    (``ab`` models: exactly the input's) or the prediction with the input's lines drawn over
-    it (``rgb`` models), optionally one color per closed region (``flat_fill``).
+    Per frame: the generator's colors at the work size (L*a*b*), then temporal smoothing
+    guided by the input frames (``TemporalSmoother``; scene cuts reset it) of a*b*, and of an
+    ``rgb`` model's predicted L* inside regions; then the native size: colors upsampled with
+    the native input as the guide, L* exactly the input's (``ab`` models) or the prediction's
+    (``rgb`` models; with the input's lines drawn over it when the frame was scaled down),
+    optionally one color per closed region (``flat_fill``).
 
     A stream holds one clip's state: make one per input (``Colorizer.stream``) or call
     ``reset`` between inputs. Results do not depend on how the clip is cut into batches. The
