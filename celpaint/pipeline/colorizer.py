@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -339,6 +340,16 @@ class Colorizer:
         return torch.cat(outputs)
 
 
+def render_workers(frames: int) -> int:
+    """Threads for rendering ``frames`` frames at the native size: half the usable cores (the
+    generator and ffmpeg keep the rest busy), one where there are only two."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(frames, cores // 2 if cores > 2 else 1))
+
+
 class FrameStream:
     """Colorizes the frames of one clip in order, batch after batch, keeping temporal state.
 
@@ -428,19 +439,30 @@ class FrameStream:
         # for the colored truth), doubling the output's.
         scaled = work_frames.shape[1:3] != frames.shape[1:3]
         darken = scaled and not self.keeps_input_lightness
+        # Smoothing carries state from frame to frame, so it goes in order; rendering at the
+        # native size is per frame and the costliest step at 1080p, so it is spread over
+        # threads (cv2 and numpy release the GIL) where there are cores to spare.
+        if self.smoother is not None:
+            work_lab = [
+                self.smoother.process(to_gray(work_frame), lab)
+                for work_frame, lab in zip(work_frames, work_lab, strict=True)
+            ]
         out = np.empty_like(frames)
-        for index, frame in enumerate(frames):
-            out[index] = self._finish(frame, work_frames[index], work_lab[index], darken)
+        workers = render_workers(len(frames))
+        if workers == 1:
+            for index, frame in enumerate(frames):
+                out[index] = self._render(frame, work_lab[index], darken)
+            return out
+        with concurrent.futures.ThreadPoolExecutor(workers, "celpaint-render") as pool:
+            rendered = pool.map(self._render, frames, work_lab, [darken] * len(frames))
+            for index, rgb in enumerate(rendered):
+                out[index] = rgb
         return out
 
-    def _finish(
-        self, frame: np.ndarray, work_frame: np.ndarray, lab: np.ndarray, darken: bool
-    ) -> np.ndarray:
-        """One frame: the native input uint8 ``(H, W, 3)``, the input at the work size
-        ``(h, w, 3)`` and its L*a*b* prediction float32 ``(h, w, 3)`` -> native uint8 RGB."""
+    def _render(self, frame: np.ndarray, lab: np.ndarray, darken: bool) -> np.ndarray:
+        """One frame: the native input uint8 ``(H, W, 3)`` and its (smoothed) L*a*b*
+        prediction float32 ``(h, w, 3)`` at the work size -> native uint8 RGB."""
         gray = to_gray(frame)
-        if self.smoother is not None:
-            lab = self.smoother.process(to_gray(work_frame), lab)
         keep_input = self.keeps_input_lightness
         native_l = upsample.lightness(frame)
         native = upsample.to_native(

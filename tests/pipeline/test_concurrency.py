@@ -336,6 +336,26 @@ def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, thread
     _assert_nothing_left(threads_before)
 
 
+@pytest.mark.parametrize("model", ["lineart_model", "gray_model"])
+def test_rendering_on_several_threads_changes_nothing(
+    tmp_path, ffmpeg, threads_before, monkeypatch, request, model
+):
+    from celpaint.pipeline import colorizer as colorizer_module
+    from tests.conftest import make_clip
+
+    # Larger than the work size, so every frame is upsampled (the costly, threaded step).
+    clip = make_clip(tmp_path / "clip.mp4", ffmpeg, frames=9, size=(200, 120))
+    frames = np.stack(_read_video(clip, ffmpeg))
+    colorizer = Colorizer.from_pretrained(request.getfixturevalue(model), work_size=64)
+    params = run.ColorizeOptions().temporal_params()
+    monkeypatch.setattr(colorizer_module, "render_workers", lambda count: 1)
+    one = _batches(frames, colorizer.stream(params))
+    monkeypatch.setattr(colorizer_module, "render_workers", lambda count: min(count, 3))
+    several = _batches(frames, colorizer.stream(params))
+    np.testing.assert_array_equal(one, several)
+    _assert_nothing_left(threads_before)
+
+
 class _IdentityGenerator(nn.Module):
     """A stand-in generator that paints each frame with its own gray level and runs out of
     "device memory" for batches bigger than ``limit``."""
