@@ -410,6 +410,22 @@ def test_several_inputs_share_one_loaded_model(tmp_path, clip, lineart_model, mo
     assert (tmp_path / "out" / clip.name).exists() and (tmp_path / "out" / "shots").is_dir()
 
 
+def test_compile_flag_compiles_the_generator_once(tmp_path, lineart_model, monkeypatch):
+    from celpaint.cli.app import main
+
+    compiled = []
+
+    def fake_compile(model, *args, **kwargs):
+        compiled.append(type(model).__name__)
+        return model  # compiling for real takes minutes on a CPU; the wiring is what counts
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    frames = _numbered_frames(tmp_path / "shots", 3)
+    code = main(["colorize", str(frames), "-o", str(tmp_path / "out"),
+                 "-m", str(lineart_model), "-q", "--device", "cpu", "--compile"])  # fmt: skip
+    assert code == 0 and len(compiled) == 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_pipeline_matches_cpu_and_picks_a_batch_size(tmp_path, clip, lineart_model):
