@@ -462,21 +462,23 @@ class FrameStream:
     def _render(self, frame: np.ndarray, lab: np.ndarray, darken: bool) -> np.ndarray:
         """One frame: the native input uint8 ``(H, W, 3)`` and its (smoothed) L*a*b*
         prediction float32 ``(h, w, 3)`` at the work size -> native uint8 RGB."""
-        gray = to_gray(frame)
         keep_input = self.keeps_input_lightness
         native_l = upsample.lightness(frame)
-        native = upsample.to_native(
-            lab, frame, "input" if keep_input else "predicted", native_l=native_l
-        )
+        if keep_input:
+            luminance = "input"
+        else:
+            # Flat fill goes before the lines are drawn: the anti-aliased edge of a line keeps
+            # its own shade instead of taking the region's.
+            luminance = "darken" if darken and not self.flat_fill else "predicted"
+        native = upsample.to_native(lab, frame, luminance, native_l=native_l)
         if self.flat_fill:
-            # Before the lines are drawn: the anti-aliased edge of a line keeps its own shade
-            # instead of taking the region's.
+            gray = to_gray(frame)
             if keep_input:
                 native[..., 1:] = flat_fill(gray, np.ascontiguousarray(native[..., 1:]))
             else:
                 native = flat_fill(gray, native)
-        if darken:
-            native = upsample.darken(native, native_l)
+            if darken:
+                native = upsample.darken(native, native_l)
         # Gamut fitting keeps L* exact where that is promised (a*b* models); an RGB model's
         # colors are in gamut to begin with, and darkening keeps them so.
         return upsample.lab_to_rgb(native, fit_gamut=keep_input)

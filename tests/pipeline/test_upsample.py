@@ -146,6 +146,35 @@ def test_joint_bilateral_upsample_follows_native_lines_better_than_bilinear():
     assert joint_bilateral_upsample(small_ab, lightness(small) / 100) is small_ab
 
 
+def test_colors_at_1080p_stop_within_a_few_pixels_of_the_native_lines():
+    # The edge-aware step runs at half the native size (EDGE_AWARE_DIVISOR): colors must still
+    # stop at the native 1080p lines, not spread over the work size's 3.75 px pixels.
+    height, width = 1080, 1920
+    color = np.empty((height, width, 3), np.uint8)
+    color[:] = (240, 230, 205)
+    color[:, width // 2 :] = (70, 120, 190)
+    cv2.circle(color, (width // 4, height // 2), height // 3, (220, 60, 50), -1)
+    lines = np.full((height, width), 255, np.uint8)
+    cv2.line(lines, (width // 2, 0), (width // 2, height), 0, 4)
+    cv2.circle(lines, (width // 4, height // 2), height // 3, 0, 4)
+    truth = (color.astype(np.float32) * (lines[..., None] / 255.0)).astype(np.uint8)
+    small_lab = rgb_to_lab(cv2.resize(truth, (512, 288), interpolation=cv2.INTER_AREA))
+    paper = (lines >= 128).astype(np.uint8)
+    distance = cv2.distanceTransform(paper, cv2.DIST_L2, 5)
+    truth_ab = rgb_to_lab(truth)[..., 1:]
+
+    def bleed(ab: np.ndarray) -> float:
+        """How far from a line (native px) a paper pixel's a*b* can be 5 or more off."""
+        wrong = (np.abs(ab - truth_ab).sum(axis=-1) > 5) & (paper > 0)
+        return float(distance[wrong].max()) if wrong.any() else 0.0
+
+    native = to_native(small_lab, lines, luminance="input")
+    assert native.shape == (height, width, 3)
+    assert bleed(native[..., 1:]) <= 3.0
+    bilinear = cv2.resize(small_lab, (width, height), interpolation=cv2.INTER_LINEAR)
+    assert bleed(bilinear[..., 1:]) >= 4.0
+
+
 def test_render_has_native_size_and_keeps_lines_dark():
     lines, truth = drawing()
     small_lab = rgb_to_lab(cv2.resize(truth, (160, 96), interpolation=cv2.INTER_AREA))
