@@ -91,3 +91,23 @@ def make_frames(folder: Path, count: int = 5, size: tuple[int, int] = (64, 48), 
         frame[:, : 4 + index * 3] = rng.integers(0, 255, 3, dtype=np.uint8)
         write_image(folder / f"{name}.png", frame)
     return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread: tiny networks gain nothing from a second, and on a busy
+    machine torch's threads wait for each other, so one keeps training tests fast and steady."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """Five line-art/color pairs of 40x32 in ``sketch/`` and ``color/``."""
+    from tests.pipeline.test_datasets import make_pairs
+
+    root = tmp_path_factory.mktemp("pairs")
+    make_pairs(root, count=5, size=(40, 32))
+    return root

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from celpaint.cli.options import Crf, Device, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.options import (
+    Crf,
+    Device,
+    FFmpeg,
+    Fps,
+    Lossless,
+    NoAudio,
+    Overwrite,
+    Quiet,
+    Resume,
+)
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.models.zoo import DEFAULT_MODEL
@@ -85,11 +95,9 @@ def colorize_command(
     crf: Crf = 18,
     lossless: Lossless = False,
     fps: Fps = None,
-    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")] = False,
+    no_audio: NoAudio = False,
     overwrite: Overwrite = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
-    ] = False,
+    resume: Resume = False,
     ffmpeg: FFmpeg = None,
     quiet: Quiet = False,
 ) -> None:

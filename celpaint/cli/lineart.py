@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from celpaint.cli.options import Crf, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.options import Crf, FFmpeg, Fps, Lossless, NoAudio, Overwrite, Quiet, Resume
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams
@@ -45,11 +45,9 @@ def lineart_command(
     crf: Crf = 18,
     lossless: Lossless = False,
     fps: Fps = None,
-    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")] = False,
+    no_audio: NoAudio = False,
     overwrite: Overwrite = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
-    ] = False,
+    resume: Resume = False,
     ffmpeg: FFmpeg = None,
     quiet: Quiet = False,
 ) -> None:

@@ -26,6 +26,10 @@ Fps = Annotated[
     str | None,
     typer.Option("--fps", help="Frame rate for frame folders written as video, e.g. 24000/1001."),
 ]
+NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
+]
 AudioFrom = Annotated[
     Path | None,
     typer.Option("--audio-from", help="Copy the audio streams of this clip into the video."),

@@ -21,28 +21,13 @@ from celpaint.models import load_model
 from celpaint.models.training import STATE_NAME, load_train_state
 from celpaint.pipeline.frames import list_images, read_image
 from tests.conftest import make_clip
-from tests.pipeline.test_datasets import make_pairs
 
 TINY = ["--depth", "3", "--base-channels", "4", "--max-channels", "8", "--disc-channels", "4",
         "--crop", "24", "--work-size", "64", "--batch-size", "2", "--workers", "0",
         "--threads", "1", "--samples", "2"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a busy machine torch's threads
-    # wait for each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pairs")
-    make_pairs(root, count=5, size=(40, 32))
-    return root
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lightness(image: np.ndarray) -> torch.Tensor:

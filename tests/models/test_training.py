@@ -48,21 +48,7 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a busy machine torch's threads
-    # wait for each other: one thread keeps these tests fast and steady.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pairs")
-    make_pairs(root, count=5, size=(40, 32))
-    return root
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(root: Path, model: str, count: int = 4) -> dict[str, torch.Tensor]:
