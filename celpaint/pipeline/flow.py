@@ -171,6 +171,11 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
+@functools.lru_cache(maxsize=8)
+def _grid2(height: int, width: int) -> np.ndarray:
+    return np.ascontiguousarray(np.stack(_grid(height, width), axis=-1))
+
+
 def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Backward-warp ``image`` (on the ``other`` grid) onto the reference grid of ``flow``.
 
@@ -186,10 +191,10 @@ def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LIN
     _check_flow(flow)
     if image.shape[:2] != flow.shape[:2]:
         raise ValueError(f"image {image.shape[:2]} and flow {flow.shape[:2]} differ in size")
-    xs, ys = _grid(*flow.shape[:2])
-    return cv2.remap(
-        image, xs + flow[..., 0], ys + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE
-    )
+    # One interleaved map: adding the grid to the flow in one contiguous pass is several times
+    # cheaper than splitting it into x and y maps, and remap samples the same positions.
+    positions = flow + _grid2(*flow.shape[:2])
+    return cv2.remap(image, positions, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _squared_norm(vectors: np.ndarray) -> np.ndarray:

@@ -275,8 +275,8 @@ class TemporalSmoother:
         # noise (about 0.1 px) would otherwise resample the sharp chroma edges of a static
         # background every frame and slowly blur them.
         still = self._still(full_guide, full_previous)
-        flow[still] = 0.0
-        occluded[still] = False
+        np.copyto(flow, 0.0, where=still[..., None])
+        np.copyto(occluded, False, where=still)
         return _Motion(flow, occluded, score)
 
     @staticmethod
