@@ -232,7 +232,11 @@ class Colorizer:
         if self.config.output == "rgb":
             predicted = self.predict_rgb(rgb, geometry).clamp_(0, 1)
             frames = predicted.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            lab = np.stack([upsample.rgb_to_lab(frame) for frame in frames])
+            # The conversion is per pixel, so the batch goes through as one tall image: no
+            # per-frame calls and no copy to stack them.
+            batch, height, width = frames.shape[:3]
+            tall = frames.reshape(batch * height, width, 3)
+            lab = upsample.rgb_to_lab(tall).reshape(batch, height, width, 3)
         else:
             lab = self.predict_lab(rgb, geometry).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         if self.config.chroma_scale != 1.0:
