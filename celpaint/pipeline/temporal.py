@@ -114,7 +114,11 @@ class TemporalParams:
             8.7e-4, 3.37); 1 is kept as cheap insurance for drawn, deforming outlines.
         flow_size: frames whose long side exceeds this get their flow computed on a copy
             scaled down to it (and scaled back up), which bounds the cost of smoothing at
-            large work sizes; at 640 it never applies at the default work size of 512.
+            large work sizes. At 256 the default work size of 512 gets its flow at half size:
+            on 2 CPU cores at 512x288 the smoothing costs 7 ms per frame instead of 12, and
+            on the sample clip (shipped line-art model) the warping error drops by 49% instead
+            of 55% against no smoothing, mean CIEDE2000 22.34 instead of 22.36 (no
+            smoothing: 22.57). The figures quoted above were measured with full-size flow.
         lightness: also smooth L*, except on line pixels of the input (darker than
             ``flow.LINE_THRESHOLD``), which keep the predicted L*. Only for models whose L* is
             a prediction (line art -> RGB); never for a*b* models, whose L* is the input's.
@@ -130,7 +134,7 @@ class TemporalParams:
     occlusion_threshold: float = 8.0
     change_threshold: float = 24.0
     occlusion_margin: int = 1
-    flow_size: int = 640
+    flow_size: int = 256
     lightness: bool = False
 
     def __post_init__(self):
