@@ -102,8 +102,14 @@ def run_ffmpeg(args: list[str], ffmpeg: str | None = None, timeout: float | None
         raise ProcessingError(f"could not run ffmpeg ({command[0]}): {error}") from None
 
 
-def probe(path: str | os.PathLike, ffmpeg: str | None = None) -> MediaInfo:
+def probe(
+    path: str | os.PathLike, ffmpeg: str | None = None, audio_only: bool = False
+) -> MediaInfo:
     """Read a clip's frame rate, frame count, size and audio streams.
+
+    Args:
+        audio_only: accept a file without video (a song for ``--audio-from``); its info then
+            has no frames, fps 0 and size 0x0, and only ``audio`` and ``duration`` matter.
 
     Raises:
         InputError: the file is missing, not a video, corrupt or has no video frames.
@@ -117,8 +123,18 @@ def probe(path: str | os.PathLike, ffmpeg: str | None = None) -> MediaInfo:
     # the description on stderr is all we need from this call.
     header = run_ffmpeg(["-i", str(path.absolute())], ffmpeg).stderr.decode("utf-8", "replace")
     video = _VIDEO_STREAM.search(header)
+    audio = [
+        AudioStream(int(m.group(1)), m.group(2), m.group(0).strip())
+        for m in _AUDIO_STREAM.finditer(header)
+    ]
+    duration = None
+    if match := _DURATION.search(header):
+        hours, minutes, seconds = match.groups()
+        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     if not video:
-        if _AUDIO_STREAM.search(header):
+        if audio and audio_only:
+            return MediaInfo(path, Fraction(0), 0, 0, 0, duration=duration, audio=audio)
+        if audio:
             raise InputError(f"{path} has no video stream (audio only); nothing to colorize")
         reason = _last_error_line(header, path)
         raise InputError(f"{path} is not a video celpaint can read ({reason})")
@@ -130,14 +146,6 @@ def probe(path: str | os.PathLike, ffmpeg: str | None = None) -> MediaInfo:
     rotation = _ROTATION.search(header[video.end() :])
     if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
         width, height = height, width
-    duration = None
-    if match := _DURATION.search(header):
-        hours, minutes, seconds = match.groups()
-        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    audio = [
-        AudioStream(int(m.group(1)), m.group(2), m.group(0).strip())
-        for m in _AUDIO_STREAM.finditer(header)
-    ]
 
     timestamps, time_base = _packet_timestamps(path, ffmpeg)
     if not timestamps:

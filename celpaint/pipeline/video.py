@@ -249,7 +249,7 @@ class VideoWriter:
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.ffmpeg = ffmpeg or find_ffmpeg()
         if audio_from is not None and not isinstance(audio_from, MediaInfo):
-            audio_from = probe(audio_from, self.ffmpeg)
+            audio_from = probe(audio_from, self.ffmpeg, audio_only=True)
         self.audio_info = audio_from
         self.frames_written = 0
         self._temp = partial_path(self.path)

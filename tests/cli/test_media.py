@@ -57,3 +57,24 @@ def test_version_and_help(capsys):
     out = capsys.readouterr().out
     for command in ("colorize", "extract", "assemble", "info"):
         assert command in out
+
+
+def test_assemble_takes_the_audio_of_an_audio_only_file(tmp_path, clip, ffmpeg):
+    import subprocess
+
+    song = tmp_path / "song.m4a"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=330:duration=1",
+         "-c:a", "aac", str(song)],
+        check=True,
+    )  # fmt: skip
+    frames = tmp_path / "frames"
+    assert main(["extract", str(clip), "-o", str(frames), "-q"]) == 0
+    out = tmp_path / "with song.mp4"
+    args = ["assemble", str(frames), "-o", str(out), "--fps", "24", "--audio-from", str(song)]
+    assert main([*args, "-q"]) == 0
+    assert probe(out, ffmpeg).frame_count == 24
+    assert audio_stream_count(out, ffmpeg) == 1
+    assert abs(stream_duration(out, ffmpeg, "0:a:0") - 1.0) < 0.05
+    # Colorizing it is still refused: there is nothing to colorize.
+    assert main(["colorize", str(song), "-o", str(tmp_path / "x.mp4"), "-q"]) == 2
