@@ -1117,6 +1117,10 @@ def train(
             result = run.fit()
         result.skipped = list(info.skipped)
         reporter.end(result)
+        if dist.owns_group:
+            # Every process reaches the teardown before any starts it: gloo can abort a process
+            # whose peer closes the connection under it.
+            dist.barrier()
         return result
     finally:
         torch.set_num_threads(threads)

@@ -340,6 +340,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, report: str
         if rank == 0:
             same = all(torch.equal(gathered[0], g) for g in gathered)
             Path(report).write_text(json.dumps({"same": same, "step": result.step}))
+        # Tear the group down together: a process that destroys it while its peer still uses
+        # the connection can make gloo abort the peer ("terminate called without an active
+        # exception"), which fails the run after the work is done.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
