@@ -32,12 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from celpaint.pipeline.flow import to_gray
+from celpaint.pipeline.frames import image_size, list_images, read_image, write_image
+from celpaint.pipeline.media import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def celpaint(*args: str) -> None:
@@ -59,54 +61,33 @@ def evaluate(prediction: Path, truth: Path, json_path: Path) -> dict[str, float]
     return json.loads(json_path.read_text())["mean"]
 
 
-def images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def mean_color(folder: Path, limit: int = 1000) -> list[int]:
     """Mean sRGB color of (up to ``limit``, evenly spaced) training frames, 0-255."""
-    files = images(folder)
-    step = max(1, len(files) // limit)
-    total = np.zeros(3)
-    for path in files[::step]:
-        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        total += rgb.reshape(-1, 3).mean(axis=0)
-    return [int(round(v)) for v in total / len(files[::step])]
+    files = list_images(folder)
+    files = files[:: max(1, len(files) // limit)]
+    total = sum(read_image(path).reshape(-1, 3).mean(axis=0) for path in files)
+    return [int(round(v)) for v in total / len(files)]
 
 
 def write_gray_folder(color: Path, out: Path) -> None:
+    """BT.601 luma of every frame of ``color``, as `samples/clip_gray.mp4` was made."""
     out.mkdir(parents=True, exist_ok=True)
-    for path in images(color):
-        gray = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
-        cv2.imwrite(str(out / f"{path.stem}.png"), gray)
+    for path in list_images(color):
+        write_image(out / f"{path.stem}.png", to_gray(read_image(path)))
 
 
-def write_flat_folder(reference: Path, out: Path, rgb: list[int], count: int | None = None):
-    """Flat frames of color ``rgb``: one per image of ``reference`` (a folder), or ``count``
-    frames the size of the clip ``reference``."""
+def write_flat_folder(truth: Path, out: Path, rgb: list[int]) -> None:
+    """One frame of flat color ``rgb`` per frame of ``truth`` (a folder or a clip), same size."""
     out.mkdir(parents=True, exist_ok=True)
-    bgr = np.array(rgb[::-1], np.uint8)
-    if count is None:
-        for path in images(reference):
-            height, width = cv2.imread(str(path)).shape[:2]
-            cv2.imwrite(str(out / f"{path.stem}.png"), np.broadcast_to(bgr, (height, width, 3)))
-        return
-    capture = cv2.VideoCapture(str(reference))
-    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    capture.release()
-    frame = np.ascontiguousarray(np.broadcast_to(bgr, (height, width, 3)))
-    for index in range(count):
-        cv2.imwrite(str(out / f"{index:04d}.png"), frame)
-
-
-def frame_count(clip: Path) -> int:
-    capture = cv2.VideoCapture(str(clip))
-    count = 0
-    while capture.grab():
-        count += 1
-    capture.release()
-    return count
+    if truth.is_dir():
+        sizes = [(p.stem, image_size(p)) for p in list_images(truth)]
+    else:
+        info = probe(truth)
+        sizes = [(f"{i:04d}", (info.width, info.height)) for i in range(info.frame_count)]
+    for stem, (width, height) in sizes:
+        flat = np.empty((height, width, 3), np.uint8)
+        flat[:] = rgb
+        write_image(out / f"{stem}.png", flat)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             scores["input"] = evaluate(source, truth, out_dir / "input.json")
             if model == "lineart" and flat_rgb is not None:
                 flat = out_dir / "flat"
-                count = frame_count(truth) if is_clip else None
-                write_flat_folder(truth if is_clip else truth, flat, flat_rgb, count)
+                write_flat_folder(truth, flat, flat_rgb)
                 scores["flat"] = evaluate(flat, truth, out_dir / "flat.json")
             scores["colorize_seconds"] = round(seconds, 1)
             model_results[name] = scores

@@ -20,12 +20,13 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from celpaint.models.checkpoint import load_model, save_model
 from celpaint.pipeline.colorizer import Colorizer
+from celpaint.pipeline.flow import to_gray
+from celpaint.pipeline.frames import list_images, read_image
 from celpaint.pipeline.metrics import ciede2000
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,17 +36,15 @@ SCALES = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2)
 
 def load_pairs(folder: Path, kind: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(input, truth)`` uint8 RGB pairs: line art or grayscale made from the truth."""
-    files = sorted((folder / "color").glob("*.png"))
+    files = list_images(folder / "color")
     step = max(1, len(files) // limit) if limit else 1
     pairs = []
     for path in files[::step][: limit or None]:
-        truth = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        truth = read_image(path)
         if kind == "lineart":
-            source = cv2.imread(str(folder / "sketch" / path.name), cv2.IMREAD_COLOR)
-            source = cv2.cvtColor(source, cv2.COLOR_BGR2RGB)
+            source = read_image(folder / "sketch" / path.name)
         else:
-            gray = cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY)
-            source = np.repeat(gray[..., None], 3, axis=2)
+            source = np.repeat(to_gray(truth)[..., None], 3, axis=2)
         pairs.append((source, truth))
     return pairs
 

@@ -19,23 +19,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from celpaint.pipeline.video import VideoReader
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 LABELS = ["line art", "lineart model", "grayscale", "gray model", "ground truth"]
 
 
 def read_frames(clip: Path, indices: list[int]) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(clip))
-    frames, index = {}, 0
-    while len(frames) < len(indices):
-        ok, frame = capture.read()
-        if not ok:
-            raise SystemExit(f"{clip} has fewer than {max(indices) + 1} frames")
+    """Frames ``indices`` of ``clip`` as uint8 BGR (for OpenCV's drawing and PNG writing)."""
+    wanted = {}
+    for index, frame in enumerate(VideoReader(clip)):
         if index in indices:
-            frames[index] = frame
-        index += 1
-    capture.release()
-    return [frames[i] for i in indices]
+            wanted[index] = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    missing = sorted(set(indices) - set(wanted))
+    if missing:
+        raise SystemExit(f"{clip} has no frame {missing[0]}")
+    return [wanted[i] for i in indices]
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:

@@ -243,12 +243,6 @@ class Colorizer:
             lab[..., 1:] *= self.config.chroma_scale
         return lab
 
-    @staticmethod
-    def _resize(image: torch.Tensor, size) -> torch.Tensor:
-        if image.shape[-2:] == tuple(size):
-            return image
-        return F.interpolate(image, tuple(size), mode="bilinear", align_corners=False)
-
     def predict_rgb(self, rgb: torch.Tensor, geometry: WorkGeometry | None = None) -> torch.Tensor:
         """Run an ``rgb`` generator; returns RGB ``(B, 3, h, w)`` in [0, 1] at the work size."""
         geometry = geometry or self.geometry(rgb.shape[-2], rgb.shape[-1])
@@ -294,20 +288,6 @@ class Colorizer:
         output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
         l_channel = color.denormalize_l(source[..., : geometry.work_height, : geometry.work_width])
         return torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
-
-    def render(self, lab: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
-        """L*a*b* at the work size + native RGB input -> native RGB ``(B, 3, H, W)`` in [0, 1]."""
-        lab = self._resize(lab, rgb.shape[-2:])
-        if self.config.output == "ab":
-            # Keep the native luminance exactly: only chroma comes from the network.
-            lab = torch.cat([color.rgb_to_lab(rgb)[:, :1], lab[:, 1:]], dim=1)
-        return color.lab_to_rgb(lab)
-
-    @staticmethod
-    def to_frames(rgb: torch.Tensor) -> np.ndarray:
-        """RGB ``(B, 3, H, W)`` in [0, 1] -> uint8 ``(B, H, W, 3)`` on the CPU."""
-        out = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
-        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     def _forward(self, source: torch.Tensor) -> torch.Tensor:
         source = source.to(self.dtype).contiguous(memory_format=torch.channels_last)

@@ -584,8 +584,7 @@ def colorize(
         )
 
     batch_size = options.batch_size or colorizer.batch_size
-    on_cpu = getattr(getattr(colorizer, "device", None), "type", None) == "cpu"
-    with _opencv_threads(1 if on_cpu else None):
+    with _opencv_threads(1 if colorizer.device.type == "cpu" else None):
         return run_jobs(jobs, None, batch_size, options, progress, transform_for=stream_for)
 
 
