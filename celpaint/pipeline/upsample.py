@@ -470,14 +470,3 @@ def _darken_planes(
     cv2.multiply(a_channel, factor, dst=a_channel)
     cv2.multiply(b_channel, factor, dst=b_channel)
     np.copyto(l_channel, darkened)
-
-
-def render(
-    lab: np.ndarray,
-    native: np.ndarray,
-    luminance: Luminance = "input",
-    sigma: float = RANGE_SIGMA,
-    levels: int = RANGE_LEVELS,
-) -> np.ndarray:
-    """``to_native`` then ``lab_to_rgb``: work-size L*a*b* -> native uint8 RGB ``(H, W, 3)``."""
-    return lab_to_rgb(to_native(lab, native, luminance, sigma, levels))

@@ -17,7 +17,6 @@ from celpaint.pipeline.upsample import (
     lightness,
     pad_to_multiple,
     padded_shape,
-    render,
     resize_to_work,
     rgb_to_lab,
     split_channels,
@@ -179,7 +178,7 @@ def test_render_has_native_size_and_keeps_lines_dark():
     lines, truth = drawing()
     small_lab = rgb_to_lab(cv2.resize(truth, (160, 96), interpolation=cv2.INTER_AREA))
     line_art = np.repeat(lines[..., None], 3, axis=2)
-    out = render(small_lab, line_art, luminance="darken")
+    out = lab_to_rgb(to_native(small_lab, line_art, luminance="darken"))
     assert out.shape == truth.shape and out.dtype == np.uint8
     on_lines = lines < 64
     # Every line pixel at least as dark as drawn (up to 8-bit rounding): crisp at native size.
