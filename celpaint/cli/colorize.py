@@ -15,6 +15,7 @@ from celpaint.cli.options import (
     Lossless,
     NoAudio,
     Overwrite,
+    Preset,
     Quiet,
     Resume,
 )
@@ -93,6 +94,7 @@ def colorize_command(
     ] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
     crf: Crf = 18,
+    preset: Preset = "medium",
     lossless: Lossless = False,
     fps: Fps = None,
     no_audio: NoAudio = False,
@@ -110,6 +112,7 @@ def colorize_command(
         overwrite=overwrite,
         resume=resume,
         crf=crf,
+        preset=preset,
         lossless=lossless,
         fps=parse_frame_rate(fps) if fps else None,
         keep_audio=not no_audio,

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from celpaint.cli.options import Crf, FFmpeg, Fps, Lossless, NoAudio, Overwrite, Quiet, Resume
+from celpaint.cli.options import (
+    Crf,
+    FFmpeg,
+    Fps,
+    Lossless,
+    NoAudio,
+    Overwrite,
+    Preset,
+    Quiet,
+    Resume,
+)
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams
@@ -43,6 +53,7 @@ def lineart_command(
         typer.Option("--threshold", help="0..1: binary black-and-white lines (default: soft)."),
     ] = None,
     crf: Crf = 18,
+    preset: Preset = "medium",
     lossless: Lossless = False,
     fps: Fps = None,
     no_audio: NoAudio = False,
@@ -63,6 +74,7 @@ def lineart_command(
         overwrite=overwrite,
         resume=resume,
         crf=crf,
+        preset=preset,
         lossless=lossless,
         fps=parse_frame_rate(fps) if fps else None,
         keep_audio=not no_audio,

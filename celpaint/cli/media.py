@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from celpaint.cli.options import AudioFrom, Crf, FFmpeg, Fps, Lossless, Overwrite, Quiet
+from celpaint.cli.options import AudioFrom, Crf, FFmpeg, Fps, Lossless, Overwrite, Preset, Quiet
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.pipeline.media import parse_frame_rate
@@ -41,6 +41,7 @@ def assemble_command(
     fps: Fps = "24",
     audio_from: AudioFrom = None,
     crf: Crf = 18,
+    preset: Preset = "medium",
     lossless: Lossless = False,
     overwrite: Overwrite = False,
     ffmpeg: FFmpeg = None,
@@ -58,6 +59,7 @@ def assemble_command(
     options = ColorizeOptions(
         overwrite=overwrite,
         crf=crf,
+        preset=preset,
         lossless=lossless,
         fps=parse_frame_rate(fps or "24"),
         audio_from=audio_from,

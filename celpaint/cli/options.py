@@ -21,6 +21,14 @@ Crf = Annotated[
     int,
     typer.Option("--crf", min=0, max=51, help="Video quality: lower is better (18 ~ transparent)."),
 ]
+Preset = Annotated[
+    str,
+    typer.Option(
+        "--preset",
+        help="H.264 speed preset (ultrafast ... veryslow): faster presets encode sooner into "
+        "larger files at the same --crf.",
+    ),
+]
 Lossless = Annotated[bool, typer.Option("--lossless", help="Bit-exact video output (large files).")]
 Fps = Annotated[
     str | None,

@@ -176,24 +176,41 @@ def _grid2(height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack(_grid(height, width), axis=-1))
 
 
-def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+def sampling_positions(flow: np.ndarray) -> np.ndarray:
+    """``p + flow(p)`` for every pixel ``p``: float32 ``(H, W, 2)``, the map ``warp`` samples
+    at. Compute it once to warp several images along the same flow."""
+    _check_flow(flow)
+    # One interleaved map: adding the grid to the flow in one contiguous pass is several times
+    # cheaper than splitting it into x and y maps, and remap samples the same positions.
+    return flow + _grid2(*flow.shape[:2])
+
+
+def warp(
+    image: np.ndarray,
+    flow: np.ndarray | None = None,
+    interpolation: int = cv2.INTER_LINEAR,
+    positions: np.ndarray | None = None,
+) -> np.ndarray:
     """Backward-warp ``image`` (on the ``other`` grid) onto the reference grid of ``flow``.
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` with ``C <= 4``, any dtype OpenCV's remap takes
             (uint8, float32).
         flow: ``(H, W, 2)`` float32 from ``FlowEstimator.estimate(reference, other)``.
+        positions: ``sampling_positions(flow)``, in place of ``flow``.
 
     Returns:
         ``image`` resampled at ``p + flow(p)`` (bilinear; positions outside the frame take the
         nearest border pixel), same shape and dtype.
     """
-    _check_flow(flow)
-    if image.shape[:2] != flow.shape[:2]:
-        raise ValueError(f"image {image.shape[:2]} and flow {flow.shape[:2]} differ in size")
-    # One interleaved map: adding the grid to the flow in one contiguous pass is several times
-    # cheaper than splitting it into x and y maps, and remap samples the same positions.
-    positions = flow + _grid2(*flow.shape[:2])
+    if (flow is None) == (positions is None):
+        raise ValueError("give either flow or positions")
+    if positions is None:
+        positions = sampling_positions(flow)
+    else:
+        _check_flow(positions, "positions")
+    if image.shape[:2] != positions.shape[:2]:
+        raise ValueError(f"image {image.shape[:2]} and flow {positions.shape[:2]} differ in size")
     return cv2.remap(image, positions, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 

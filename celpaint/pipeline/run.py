@@ -26,7 +26,7 @@ from celpaint.pipeline.frames import IMAGE_EXTENSIONS, FrameFolderWriter, write_
 from celpaint.pipeline.media import find_ffmpeg
 from celpaint.pipeline.sources import Source, frame_name, open_source
 from celpaint.pipeline.temporal import TemporalParams
-from celpaint.pipeline.video import WRITABLE_EXTENSIONS, VideoWriter
+from celpaint.pipeline.video import WRITABLE_EXTENSIONS, VideoWriter, check_preset
 
 log = logging.getLogger("celpaint")
 
@@ -46,6 +46,7 @@ class ColorizeOptions:
         overwrite: replace existing outputs.
         resume: for frame-folder outputs, skip frames whose file already exists.
         crf: video quality (lower is better).
+        preset: H.264 speed preset (see ``VideoWriter``).
         lossless: bit-exact video output.
         fps: frame rate for frame-folder inputs written as video (default 24).
         audio_from: clip whose audio goes into video outputs; by default a video input's own.
@@ -64,6 +65,7 @@ class ColorizeOptions:
     overwrite: bool = False
     resume: bool = False
     crf: int = 18
+    preset: str = "medium"
     lossless: bool = False
     fps: Fraction | None = None
     audio_from: Path | None = None
@@ -223,6 +225,7 @@ def plan(
     """
     if not inputs:
         raise InputError("no input given")
+    check_preset(options.preset)
     jobs: list[Job] = []
     try:
         ffmpeg = options.ffmpeg or find_ffmpeg()
@@ -348,7 +351,7 @@ def _open_sink(job: Job, options: ColorizeOptions):
     job.output.parent.mkdir(parents=True, exist_ok=True)
     writer = VideoWriter(
         job.output, info.width, info.height, fps, ffmpeg=options.ffmpeg, audio_from=audio,
-        crf=options.crf, lossless=options.lossless,
+        crf=options.crf, lossless=options.lossless, preset=options.preset,
     )  # fmt: skip
     return _VideoSink(writer)
 

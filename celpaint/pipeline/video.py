@@ -152,6 +152,19 @@ class VideoReader:
             _terminate(self._process)
 
 
+# x264's speed presets, fastest first.
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+)  # fmt: skip
+
+
+def check_preset(preset: str) -> None:
+    """Raise ``InputError`` unless ``preset`` is one of ``X264_PRESETS``."""
+    if preset not in X264_PRESETS:
+        raise InputError(f"--preset {preset!r} is unknown; use one of {', '.join(X264_PRESETS)}")
+
+
 def _video_codec_args(
     suffix: str, width: int, height: int, crf: int, lossless: bool, preset: str
 ) -> tuple[list[str], str | None]:
@@ -225,7 +238,8 @@ class VideoWriter:
             container cannot hold the codec).
         crf: quality for lossy codecs (lower is better; 18 is visually lossless for H.264).
         lossless: bit-exact RGB output (H.264 RGB at qp 0, VP9 lossless for webm, FFV1 for avi).
-        preset: x264 speed preset.
+        preset: x264 speed preset (``X264_PRESETS``); faster presets give larger files at
+            the same ``crf``. Ignored by the VP9, FFV1 and GIF encoders.
     """
 
     def __init__(
@@ -246,6 +260,7 @@ class VideoWriter:
             raise InputError(
                 f"cannot write {self.path.name}: use one of {', '.join(WRITABLE_EXTENSIONS)}"
             )
+        check_preset(preset)
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.ffmpeg = ffmpeg or find_ffmpeg()
         if audio_from is not None and not isinstance(audio_from, MediaInfo):

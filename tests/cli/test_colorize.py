@@ -144,6 +144,7 @@ BAD_INPUTS = [
     (["clip.mp4", "-o", "o.mp4", "--device", "toaster"], "not a device"),
     (["clip.mp4", "-o", "o.mp4", "--batch-size", "0"], "--batch-size"),
     (["clip.mp4", "-o", "o.mp4", "--work-size", "8"], "size multiple"),
+    (["clip.mp4", "-o", "o.mp4", "--preset", "warp9"], "--preset 'warp9' is unknown"),
 ]
 
 

@@ -12,6 +12,7 @@ from celpaint.pipeline.flow import (
     end_point_error,
     occlusion_mask,
     prepare_guide,
+    sampling_positions,
     scene_change_score,
     to_gray,
     warp,
@@ -83,6 +84,20 @@ def test_warp_with_zero_flow_is_the_identity():
     assert np.array_equal(warp(image, np.zeros((20, 30, 2), np.float32)), image)
     with pytest.raises(ValueError, match="differ in size"):
         warp(image, np.zeros((10, 30, 2), np.float32))
+
+
+def test_warp_shifts_by_the_flow_and_reuses_positions():
+    image = np.random.default_rng(1).random((20, 30)).astype(np.float32)
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[..., 0] = 2.0  # every pixel takes the value 2 px to its right
+    shifted = warp(image, flow)
+    np.testing.assert_array_equal(shifted[:, :-2], image[:, 2:])
+    positions = sampling_positions(flow)
+    np.testing.assert_array_equal(warp(image, positions=positions), shifted)
+    with pytest.raises(ValueError, match="either flow or positions"):
+        warp(image, flow, positions=positions)
+    with pytest.raises(ValueError, match="either flow or positions"):
+        warp(image)
 
 
 def test_flow_on_tiny_frames_is_zero():

@@ -78,6 +78,23 @@ def test_abort_and_errors_leave_nothing_at_the_target(tmp_path, ffmpeg):
     assert not out.exists()
 
 
+def test_preset_trades_encoding_time_for_size(tmp_path, clip, ffmpeg):
+    frames = list(VideoReader(clip, ffmpeg))
+    sizes = {}
+    for preset in ("ultrafast", "medium"):
+        out = tmp_path / f"{preset}.mp4"
+        with VideoWriter(out, 250, 142, Fraction(30000, 1001), ffmpeg, preset=preset) as writer:
+            for frame in frames:
+                writer.write(frame)
+        assert probe(out, ffmpeg).frame_count == len(frames)
+        sizes[preset] = out.stat().st_size
+    # ultrafast turns off most of x264's compression tools: same quality, a bigger file.
+    assert sizes["ultrafast"] > sizes["medium"]
+    with pytest.raises(InputError, match="--preset 'quick' is unknown"):
+        VideoWriter(tmp_path / "x.mp4", 32, 32, Fraction(24), ffmpeg, preset="quick")
+    assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".x*"))
+
+
 def test_writer_rejects_unknown_containers(tmp_path, ffmpeg):
     with pytest.raises(InputError, match="use one of"):
         VideoWriter(tmp_path / "out.xyz", 32, 32, Fraction(24), ffmpeg)
