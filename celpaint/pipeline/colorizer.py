@@ -153,6 +153,7 @@ class Colorizer:
         # Channels-last suits cuDNN's tensor-core kernels and oneDNN's CPU convolutions alike:
         # measured on 2 CPU cores, it cuts the generator's time by about 30%.
         model = model.to(memory_format=torch.channels_last)
+        self.compiled = compile
         self.model = torch.compile(model) if compile else model
 
     @classmethod
@@ -324,14 +325,38 @@ class Colorizer:
         return torch.cat(outputs)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def render_workers(frames: int) -> int:
     """Threads for rendering ``frames`` frames at the native size: half the usable cores (the
     generator and ffmpeg keep the rest busy), one where there are only two."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, min(frames, cores // 2 if cores > 2 else 1))
+
+
+def generator_workers(colorizer: Colorizer) -> tuple[int, int | None]:
+    """How the generator runs in the pipeline: (concurrent forward passes, torch threads
+    each, None to leave torch's setting alone).
+
+    On the CPU, two forward passes of one thread each, on different batches, rather than one
+    pass on every core: torch splits each operation evenly over its threads and waits for
+    the slowest, so whenever smoothing, rendering or ffmpeg take a core from one of them the
+    other idles (or spins) until it is back. Single-threaded passes lose nothing to that,
+    and the cores go to whichever work is ready. GPUs (and compiled models, whose callers
+    must not overlap) keep one pass.
+    """
+    if colorizer.device.type != "cpu" or colorizer.compiled:
+        return 1, None
+    cores = usable_cores()
+    if cores < 2:
+        return 1, None
+    return 2, max(1, cores // 2)
 
 
 class FrameStream:

@@ -387,6 +387,59 @@ def _join(thread: threading.Thread) -> None:
         thread.join(_POLL_SECONDS)
 
 
+class _OrderedRelay:
+    """Several threads applying one stage to a queue of batches, passing the results on in
+    the order the batches came.
+
+    Each worker takes the next batch and its sequence number together, runs the stage, then
+    waits for its turn to put the result in the outbox, so at most one finished batch per
+    worker waits. The last worker out puts the end marker.
+    """
+
+    def __init__(self, workers: int, stop: threading.Event):
+        self._stop = stop
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._taken = 0  # sequence number of the next batch to take
+        self._passed = 0  # ... and of the next result to pass on
+        self._exhausted = False
+        self._done_workers = 0
+
+    def relay(self, stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    if self._exhausted:
+                        return
+                    item = _get(inbox, self._stop)
+                    if item is _END:
+                        self._exhausted = True
+                        return
+                    number = self._taken
+                    self._taken += 1
+                names, data = item
+                result = (names, stage(data))
+                with self._turn:
+                    while self._passed != number:
+                        if self._stop.is_set():
+                            return
+                        self._turn.wait(_POLL_SECONDS)
+                if not _put(outbox, result, self._stop):
+                    return
+                with self._turn:
+                    self._passed += 1
+                    self._turn.notify_all()
+        finally:
+            with self._turn:
+                self._done_workers += 1
+                last = self._done_workers == self._workers
+            # Every batch taken was passed on before its worker came back for more, so once
+            # all workers are out nothing is pending.
+            if last and self._exhausted and not self._stop.is_set():
+                _put(outbox, _END, self._stop)
+
+
 def run_job(
     job: Job,
     transform: Transform | None,
@@ -394,6 +447,7 @@ def run_job(
     options: ColorizeOptions,
     progress: Progress,
     prefetch: int = 2,
+    workers: int = 1,
 ) -> JobResult:
     """Stream one source through ``transform`` into its sink.
 
@@ -404,7 +458,13 @@ def run_job(
     Order is kept. The first error in any stage stops all of them and is raised here; the
     partial video is deleted, so the output appears at ``job.output`` only when complete
     (folders fill frame by frame).
+
+    With ``workers`` > 1 the first stage runs on that many threads at once, each on its own
+    batch, and their results are passed on in the order of the input; the stage must then be
+    safe to call from several threads (the generator's forward is).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     info = job.source.info
     media = info.media
     if media is not None and media.variable_frame_rate:
@@ -466,6 +526,14 @@ def run_job(
         except BaseException as error:
             fail(error)
 
+    ordered = _OrderedRelay(workers, stop)
+
+    def run_worker(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        try:
+            ordered.relay(stage, inbox, outbox)
+        except BaseException as error:
+            fail(error)
+
     def write() -> None:
         try:
             while not stop.is_set() and (item := _get(channels[-1], stop)) is not _END:
@@ -487,11 +555,22 @@ def run_job(
         for number, stage in enumerate(stages[1:], start=1)
     ]
     threads.append(threading.Thread(target=write, name="celpaint-encode", daemon=True))
+    if stages and workers > 1:
+        threads += [
+            threading.Thread(
+                target=run_worker,
+                args=(stages[0], channels[0], channels[1]),
+                name=f"celpaint-stage-0-{number}",
+                daemon=True,
+            )
+            for number in range(workers)
+        ]
     for thread in threads:
         thread.start()
     try:
-        # The first stage (the generator) runs here, where torch's threads and Ctrl-C live.
-        if stages:
+        # The first stage (the generator) runs here, where torch's threads and Ctrl-C live,
+        # unless it has workers of its own; then this thread only waits for them.
+        if stages and workers == 1:
             relay(stages[0], channels[0], channels[1])
         for thread in reversed(threads):
             _join(thread)
@@ -523,12 +602,14 @@ def run_jobs(
     options: ColorizeOptions,
     progress: Progress | None = None,
     transform_for: Callable[[Job], Transform] | None = None,
+    workers: int = 1,
 ) -> list[JobResult]:
     """Run ``jobs`` one after the other.
 
     ``transform_for(job)``, when given, makes a fresh transform for each job (a stateful one,
     such as a ``FrameStream`` whose temporal state must not cross from one input to the next)
-    and takes the place of ``transform``.
+    and takes the place of ``transform``. ``workers``: threads running the transform's first
+    stage (see ``run_job``).
     """
     progress = progress or Progress()
     progress.start(jobs)
@@ -536,7 +617,9 @@ def run_jobs(
     try:
         for job in jobs:
             job_transform = transform_for(job) if transform_for is not None else transform
-            results.append(run_job(job, job_transform, batch_size, options, progress))
+            results.append(
+                run_job(job, job_transform, batch_size, options, progress, workers=workers)
+            )
     finally:
         for job in jobs:
             job.source.close()
@@ -587,8 +670,29 @@ def colorize(
         )
 
     batch_size = options.batch_size or colorizer.batch_size
-    with _opencv_threads(1 if colorizer.device.type == "cpu" else None):
-        return run_jobs(jobs, None, batch_size, options, progress, transform_for=stream_for)
+    from celpaint.pipeline.colorizer import generator_workers
+
+    workers, threads = generator_workers(colorizer)
+    with _opencv_threads(1 if colorizer.device.type == "cpu" else None), _torch_threads(threads):
+        return run_jobs(
+            jobs, None, batch_size, options, progress, transform_for=stream_for, workers=workers
+        )
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Set torch's intra-op threads (process-wide) for the duration, unless None."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

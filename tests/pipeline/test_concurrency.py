@@ -122,8 +122,10 @@ def _frame_indices(frames) -> list[int]:
     return indices
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_order_is_kept_under_random_delays_in_every_stage(tmp_path, ffmpeg, threads_before, seed):
+@pytest.mark.parametrize(("seed", "workers"), [(0, 1), (1, 1), (2, 1), (0, 2), (1, 3)])
+def test_order_is_kept_under_random_delays_in_every_stage(
+    tmp_path, ffmpeg, threads_before, seed, workers
+):
     source = _numbered_frames(tmp_path / "in", 40)
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -154,7 +156,7 @@ def test_order_is_kept_under_random_delays_in_every_stage(tmp_path, ffmpeg, thre
         patch.setattr(Source, "frames", slow_frames)
         patch.setattr(run._VideoSink, "write", slow_write)
         jobs = run.plan([source], out, options)
-        (result,) = run.run_jobs(jobs, slow_transform, options.batch_size, options)
+        (result,) = run.run_jobs(jobs, slow_transform, options.batch_size, options, workers=workers)
     assert result.frames == 40
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(40))
     _assert_nothing_left(threads_before)
@@ -171,14 +173,17 @@ class _ThreeStages:
     def __init__(self, pause=lambda: None, failing: int | None = None, at: int = 0):
         self.pause, self.failing, self.at = pause, failing, at
         self.calls = [0, 0, 0]
+        self._lock = threading.Lock()  # the first stage may run on several threads
 
     def stages(self):
         return [self.first, self.second, self.third]
 
     def _step(self, number: int) -> None:
-        self.calls[number] += 1
+        with self._lock:
+            self.calls[number] += 1
+            call = self.calls[number]
         self.pause()
-        if number == self.failing and self.calls[number] == self.at + 1:
+        if number == self.failing and call == self.at + 1:
             raise StageFailure(f"stage {number} failed")
 
     def first(self, frames):
@@ -194,8 +199,10 @@ class _ThreeStages:
         return (255 - np.stack(frames)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_order_is_kept_through_several_transform_stages(tmp_path, ffmpeg, threads_before, seed):
+@pytest.mark.parametrize(("seed", "workers"), [(0, 1), (1, 1), (0, 2), (1, 2)])
+def test_order_is_kept_through_several_transform_stages(
+    tmp_path, ffmpeg, threads_before, seed, workers
+):
     source = _numbered_frames(tmp_path / "in", 30)
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -208,19 +215,23 @@ def test_order_is_kept_through_several_transform_stages(tmp_path, ffmpeg, thread
     out = tmp_path / "out.mkv"
     options = run.ColorizeOptions(lossless=True)
     transform = _ThreeStages(pause)
-    (result,) = run.run_jobs(run.plan([source], out, options), transform, 4, options)
+    jobs = run.plan([source], out, options)
+    (result,) = run.run_jobs(jobs, transform, 4, options, workers=workers)
     assert result.frames == 30 and transform.calls == [8, 8, 8]
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
     _assert_nothing_left(threads_before)
 
 
-@pytest.mark.parametrize("failing, at", [(0, 0), (1, 0), (1, 3), (2, 0), (2, 5)])
-def test_an_error_in_any_transform_stage_ends_the_run(tmp_path, clip, threads_before, failing, at):
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("failing, at", [(0, 0), (1, 0), (1, 3), (2, 0), (2, 5), (0, 4)])
+def test_an_error_in_any_transform_stage_ends_the_run(
+    tmp_path, clip, threads_before, failing, at, workers
+):
     out = tmp_path / "out.mp4"
     options = run.ColorizeOptions()
     jobs = run.plan([clip], out, options)
     with pytest.raises(StageFailure, match=f"stage {failing} failed"):
-        run.run_jobs(jobs, _ThreeStages(failing=failing, at=at), 3, options)
+        run.run_jobs(jobs, _ThreeStages(failing=failing, at=at), 3, options, workers=workers)
     assert list(tmp_path.iterdir()) == []
     _assert_nothing_left(threads_before)
 
@@ -308,8 +319,10 @@ def test_success_leaves_nothing_behind(tmp_path, clip, threads_before):
     _assert_nothing_left(threads_before)
 
 
-def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, threads_before):
-    """A real SIGINT reaching the main thread while it waits for the (slow) decoder."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, threads_before, workers):
+    """A real SIGINT reaching the main thread while it waits for the (slow) decoder (or, with
+    workers, for the generator threads)."""
     out = tmp_path / "out.mp4"
     options = run.ColorizeOptions()
     original_frames = Source.frames
@@ -327,12 +340,50 @@ def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, thread
             patch.setattr(Source, "frames", slow_frames)
             jobs = run.plan([clip], out, options)
             with pytest.raises(KeyboardInterrupt):
-                run.run_jobs(jobs, lambda batch: batch, 2, options)
+                run.run_jobs(jobs, lambda batch: batch, 2, options, workers=workers)
                 # The signal may land just after the run; waiting keeps it inside the raises.
                 time.sleep(5)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left(threads_before)
+
+
+def test_cpu_colorize_runs_two_single_threaded_generator_passes(
+    tmp_path, clip, ffmpeg, lineart_model, threads_before, monkeypatch
+):
+    from celpaint.pipeline import colorizer as colorizer_module
+
+    monkeypatch.setattr(colorizer_module, "usable_cores", lambda: 4)
+    colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=3)
+    assert colorizer_module.generator_workers(colorizer) == (2, 2)
+    colorizer.compiled = True  # a compiled model's calls must not overlap
+    assert colorizer_module.generator_workers(colorizer) == (1, None)
+    colorizer.compiled = False
+    monkeypatch.setattr(colorizer_module, "usable_cores", lambda: 2)
+    assert colorizer_module.generator_workers(colorizer) == (2, 1)
+
+    seen: list[tuple[str, int]] = []
+    original = colorizer.predict_work_lab
+
+    def recording(rgb, geometry):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.02)  # long enough for the other worker to take the next batch
+        return original(rgb, geometry)
+
+    monkeypatch.setattr(colorizer, "predict_work_lab", recording)
+    threads = torch.get_num_threads()
+    options = run.ColorizeOptions(batch_size=3, lossless=True)
+    run.colorize([clip], tmp_path / "out.mkv", colorizer, options)
+    assert torch.get_num_threads() == threads  # restored
+    assert {name for name, _ in seen} == {"celpaint-stage-0-0", "celpaint-stage-0-1"}
+    assert {count for _, count in seen} == {1}
+    # The same frames as one pass of every batch in order (smoothing included).
+    monkeypatch.setattr(colorizer, "predict_work_lab", original)
+    stream = colorizer.stream(options.temporal_params())
+    frames = np.stack(_read_video(clip, ffmpeg))
+    expected = np.concatenate([stream(frames[at : at + 3]) for at in range(0, len(frames), 3)])
+    np.testing.assert_array_equal(np.stack(_read_video(tmp_path / "out.mkv", ffmpeg)), expected)
     _assert_nothing_left(threads_before)
 
 
