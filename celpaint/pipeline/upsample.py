@@ -60,6 +60,8 @@ RANGE_LEVELS = 7
 # Weight of plain bilinear interpolation mixed into the bilateral average, so that a native
 # pixel whose gray level none of its four samples shares still gets a sensible color.
 _FALLBACK = 1e-3
+# A bound no a* or b* reaches, for per-channel clamps that leave them alone.
+_NO_BOUND = 1e30
 # Range weights below this are treated as zero (see ``_bilateral_planes``).
 _NEGLIGIBLE_WEIGHT = 1e-12
 # The joint bilateral step runs at the native size divided by this; bilinear interpolation does
@@ -400,12 +402,18 @@ def to_native(
         raise ValueError(f"luminance must be input, darken or predicted, got {luminance!r}")
     if divisor < 1:
         raise ValueError(f"divisor must be at least 1, got {divisor}")
+    native_shape = native.shape[:2]
+    if lab.shape[0] > native_shape[0] or lab.shape[1] > native_shape[1]:
+        raise ValueError(f"lab {lab.shape[:2]} is larger than the native frame "
+                         f"{native_shape}")  # fmt: skip
+    same_size = lab.shape[:2] == native_shape
+    if same_size and luminance == "predicted":
+        # Nothing to upsample and no input L* needed: only L* is kept within 0..100, by
+        # per-channel bounds on the interleaved image (no split and merge).
+        clamped = cv2.min(lab, (100.0, _NO_BOUND, _NO_BOUND, 0.0))
+        return cv2.max(clamped, (0.0, -_NO_BOUND, -_NO_BOUND, 0.0), dst=clamped)
     if native_l is None:
         native_l = lightness(native)
-    if lab.shape[0] > native_l.shape[0] or lab.shape[1] > native_l.shape[1]:
-        raise ValueError(f"lab {lab.shape[:2]} is larger than the native frame "
-                         f"{native_l.shape}")  # fmt: skip
-    same_size = lab.shape[:2] == native_l.shape
     if luminance == "input":
         if same_size:
             a_channel, b_channel = lab[..., 1].copy(), lab[..., 2].copy()
