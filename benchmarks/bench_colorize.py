@@ -1,12 +1,15 @@
 """Throughput and memory of `celpaint colorize` (a benchmark, not a test).
 
 Prints a table and writes JSON with, for each input size:
-  * model-only throughput: the generator's forward on random batches at the work size (the ceiling);
+  * model-only throughput: the generator's forward on random batches at the work size (the
+    ceiling), the faster of one pass on all cores and the arrangement colorize uses (on the
+    CPU, two single-threaded passes on different batches at once);
   * IO-only throughput: the same streaming pipeline with no model (decode -> encode, audio on),
     the other ceiling; with the CPU time per frame of the smoothing and upsampling stage it
     tells where the bottleneck is;
   * end-to-end throughput of colorize on a generated clip (decode -> infer -> encode, audio on)
-    and its ratio to the model-only ceiling;
+    and its ratio to the model-only ceiling; and the time colorize takes for a clip of a
+    single batch, the fixed cost of an input (probing, starting ffmpeg, filling the pipeline);
   * the frames-on-disk route popular tools take (extract PNGs with ffmpeg, colorize each file,
     assemble with ffmpeg) with the same model and batch size, and our speed-up over it;
 and the peak resident memory of colorize on a clip and on one ten times longer.
@@ -19,7 +22,7 @@ other work it is steadier than wall time, and its ratios are what the throughput
 be with every core busy.
 
     python benchmarks/bench_colorize.py [--device cpu|cuda] [--model NAME|DIR]
-        [--sizes 256x144 512x288 1920x1080] [--frames 96] [--repeats 3]
+        [--sizes 256x144 512x288 1920x1080:48] [--frames 240] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -249,6 +252,11 @@ def measure_size(
         "model_one_pass": [], "model_as_colorize": [],
     }  # fmt: skip
     out = scratch / f"out_{size}.mp4"
+    frames_in_batch = colorizer.batch_size
+    short = make_clip(
+        scratch / f"batch_{size}.mp4", ffmpeg, size, frames_in_batch, colorizer.input_kind
+    )
+    fixed: list[float] = []
     workers, threads = generator_workers(colorizer)
     for repeat in range(repeats):
         # The ceiling is the faster of one forward pass on all cores and the arrangement
@@ -263,6 +271,7 @@ def measure_size(
         samples["io"].append(io_only_fps(clip, scratch / f"io_{size}.mp4", frames))
         samples["ours"].append(end_to_end_fps(colorizer, clip, out, frames))
         samples["ours_no_temporal"].append(end_to_end_fps(colorizer, clip, out, frames, False))
+        fixed.append(frames_in_batch / end_to_end_fps(colorizer, short, out, frames_in_batch)[0])
         work = scratch / f"disk_{size}_{repeat}"
         work.mkdir()
         samples["disk"].append(disk_route_fps(colorizer, clip, work, ffmpeg, frames))
@@ -291,6 +300,7 @@ def measure_size(
         "io_only_fps": round(io, 2),
         "end_to_end_fps": round(ours, 2),
         "end_to_end_over_model_only": round(ours / model, 3),
+        "one_batch_clip_seconds": round(statistics.median(fixed), 3),
         "end_to_end_over_ceiling": round(ours / min(ceilings.values()), 3),
         "bottleneck": min(ceilings, key=ceilings.get),
         "ceilings_fps": {key: round(value, 2) for key, value in ceilings.items()},
@@ -314,9 +324,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=None, help="model name or directory")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=96, help="frames per measured clip")
+    parser.add_argument("--frames", type=int, default=240, help="frames per measured clip")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
-    parser.add_argument("--sizes", nargs="+", default=["256x144", "512x288", "1920x1080"])
+    parser.add_argument(
+        "--sizes", nargs="+", default=["256x144", "512x288", "1920x1080:48"],
+        help="WxH, or WxH:FRAMES to measure that size on a clip of its own length",
+    )  # fmt: skip
     parser.add_argument("--memory-size", default=None, help="clip size for peak memory")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
@@ -328,8 +341,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for size in args.sizes:
-            rows.append(measure_size(colorizer, size, scratch, ffmpeg, args.frames, args.repeats))
+        for item in args.sizes:
+            size, _, frames = item.partition(":")
+            frames = int(frames) if frames else args.frames
+            rows.append(measure_size(colorizer, size, scratch, ffmpeg, frames, args.repeats))
+            rows[-1]["frames"] = frames
             print(rows[-1], flush=True)
 
         model_args = ["--model", args.model] if args.model else []
@@ -341,7 +357,7 @@ def main() -> None:
             model_args = ["--model", str(directory)]
         if args.batch_size:
             model_args += ["--batch-size", str(args.batch_size)]
-        mem_size = args.memory_size or args.sizes[min(1, len(args.sizes) - 1)]
+        mem_size = args.memory_size or args.sizes[min(1, len(args.sizes) - 1)].partition(":")[0]
         kind = colorizer.input_kind
         short = make_clip(scratch / "short.mp4", ffmpeg, mem_size, args.frames, kind)
         long = make_clip(scratch / "long.mp4", ffmpeg, mem_size, args.frames * 10, kind)
@@ -414,6 +430,12 @@ def print_table(result: dict) -> None:
                       for key in ("model", "ours", "ours_no_temporal", "disk")),
         ]  # fmt: skip
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for row in result["rows"]:
+        print(f"{row['input']}: {row['frames']} frames per clip; model-only one pass "
+              f"{row['model_only_one_pass_fps']} fps, as colorize runs it "
+              f"{row['model_only_as_colorize_fps']} fps (workers x threads "
+              f"{row['generator_workers']}); a one-batch clip takes "
+              f"{row['one_batch_clip_seconds']} s")  # fmt: skip
     memory, machine = result["peak_memory"], result["machine"]
     print(f"\npeak RSS at {memory['size']}: {memory['short_mib']} MiB for {memory['short_frames']} "
           f"frames, {memory['long_mib']} MiB for {memory['long_frames']} frames "
