@@ -680,22 +680,26 @@ def colorize(
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Set torch's intra-op threads (process-wide) for the duration, unless None."""
+def _thread_count(threads: int | None, get: Callable[[], int], set_: Callable[[int], None]):
+    """``set_(threads)`` for the duration (restoring ``get()``'s value), unless None."""
     if threads is None:
         yield
         return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    previous = get()
+    set_(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        set_(previous)
 
 
-@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Set torch's intra-op threads (process-wide) for the duration, unless None."""
+    import torch
+
+    return _thread_count(threads, torch.get_num_threads, torch.set_num_threads)
+
+
 def _opencv_threads(threads: int | None):
     """Cap OpenCV's thread pool (process-wide) for the duration, unless ``threads`` is None.
 
@@ -703,15 +707,7 @@ def _opencv_threads(threads: int | None):
     fanning the smoothing out over the same cores only adds synchronisation: at 512x288 on 2
     cores it cost about 5 ms of CPU per frame (a quarter of the smoothing stage) for no speed.
     """
-    if threads is None:
-        yield
-        return
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(threads)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
+    return _thread_count(threads, cv2.getNumThreads, cv2.setNumThreads)
 
 
 def is_clip(source: Source) -> bool:
