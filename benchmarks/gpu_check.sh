@@ -6,12 +6,12 @@
 #   3. bench_temporal.py on CUDA (smoothing quality and the 1080p / 512 time ratio).
 # Everything lands in $OUT (default benchmarks/gpu/). Settings: DEVICE (cuda), SIZES, REPEATS.
 #
-# Where the machine has torch, OpenCV and the rest but not kornia, imageio-ffmpeg and
-# ffmpeg-python, put their wheels in .whl/ (ignored by git) first, e.g.
+# Where the machine has torch, OpenCV and the rest but not kornia, put its wheels in .whl/
+# (ignored by git) first; they are installed into /tmp/site here:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --platform manylinux2014_x86_64 -d .whl kornia kornia-rs imageio-ffmpeg ffmpeg-python future
-# and they are installed into /tmp/site here. (imageio-ffmpeg's wheel is 29.5 MB, the repo 30
-# MiB; where the machine has an ffmpeg of its own, set CELPAINT_FFMPEG and leave that wheel out.)
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl kornia kornia-rs
+# ffmpeg: set CELPAINT_FFMPEG where the machine has one; else add imageio-ffmpeg's wheel (29.5
+# MB, which with the repo's 30 MiB comes close to what a device call may carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
