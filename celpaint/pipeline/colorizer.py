@@ -465,16 +465,15 @@ class FrameStream:
         # for the colored truth), doubling the output's.
         scaled = work_grays.shape[1:3] != frames.shape[1:3]
         darken = scaled and not self.keeps_input_lightness
-        # Smoothing carries state from frame to frame, so it goes in order; rendering at the
-        # native size is per frame and the costliest step at 1080p, so it is spread over
-        # threads (cv2 and numpy release the GIL) where there are cores to spare.
-        if self.smoother is not None:
-            work_lab = [
-                self.smoother.process(gray, lab)
-                for gray, lab in zip(work_grays, work_lab, strict=True)
-            ]
-        out = np.empty_like(frames)
+        # Smoothing carries state from frame to frame, so its blending goes in order (the
+        # motion estimates it needs, most of its cost, do not and are spread over threads);
+        # rendering at the native size is per frame and the costliest step at 1080p, so it is
+        # spread over threads too (cv2 and numpy release the GIL) where there are cores to
+        # spare.
         workers = render_workers(len(frames))
+        if self.smoother is not None:
+            work_lab = self.smoother.process_batch(work_grays, work_lab, workers)
+        out = np.empty_like(frames)
         if workers == 1:
             for index, frame in enumerate(frames):
                 out[index] = self._render(frame, work_lab[index], darken)

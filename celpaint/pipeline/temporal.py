@@ -46,6 +46,8 @@ The sweeps behind each default are in the docstring of ``TemporalParams``.
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -164,10 +166,11 @@ class TemporalSmoother:
     """Streaming, motion-compensated smoothing of the chroma of a clip, frame by frame.
 
     Feed frames in order with ``process``. The state (the previous frame's guide, chroma and
-    averaging count, and L* with ``lightness``: 16 or 20 bytes per work-size pixel, under 3 MB
-    at 512x288) carries across
-    calls, so a clip may be cut into batches of any size with bit-identical results. Call
-    ``reset()`` at the start of every input clip. One smoother serves one stream in one thread.
+    averaging count, and L* with ``lightness``: 17 or 21 bytes per work-size pixel, under 3.2
+    MB at 512x288) carries across calls, so a clip may be cut into batches of any size with
+    bit-identical results. Call ``reset()`` at the start of every input clip. One smoother
+    serves one stream, called from one thread at a time (``process_batch`` may spread its
+    motion estimates over threads of its own).
 
     Args:
         params: the settings; ``TemporalParams()`` gives the documented defaults.
@@ -181,7 +184,8 @@ class TemporalSmoother:
 
     def __init__(self, params: TemporalParams | None = None):
         self.params = params or TemporalParams()
-        self._flow = FlowEstimator(self.params.preset)
+        # DIS keeps scratch buffers: one estimator per thread (see ``process_batch``).
+        self._estimators = threading.local()
         # float32 (H, W, 4): a*, b*, averaging count, guide of the previous frame (warped
         # together by one remap); the guide also as uint8, as the flow takes it.
         self._state: np.ndarray | None = None
@@ -212,14 +216,32 @@ class TemporalSmoother:
             float32 ``(H, W, 3)``, a new array: a*b* smoothed; ``lab``'s L* unchanged (with
             ``lightness``: smoothed except on line pixels of ``gray``).
         """
+        self._check(gray, lab)
+        return self._process(gray, lab, prepare_guide(gray, self.params.guide))
+
+    @staticmethod
+    def _check(gray: np.ndarray, lab: np.ndarray) -> None:
         if gray.dtype != np.uint8 or gray.ndim != 2:
             raise ValueError(f"gray must be a uint8 (H, W) frame, got {gray.dtype} {gray.shape}")
         if lab.dtype != np.float32 or lab.ndim != 3 or lab.shape[2] != 3:
             raise ValueError(f"lab must be a float32 (H, W, 3) array, got {lab.dtype} {lab.shape}")
         if lab.shape[:2] != gray.shape:
             raise ValueError(f"gray {gray.shape} and lab {lab.shape[:2]} differ in size")
+
+    def _follows(self, guide: np.ndarray, previous_guide: np.ndarray | None) -> bool:
+        """Whether a frame with ``guide`` is blended with the frame before it (whose guide is
+        ``previous_guide``, None at the start) rather than taken as it is."""
+        return (
+            previous_guide is not None
+            and previous_guide.shape == guide.shape
+            and self.params.strength > 0
+        )
+
+    def _process(
+        self, gray: np.ndarray, lab: np.ndarray, guide: np.ndarray, motion: _Motion | None = None
+    ) -> np.ndarray:
+        """``process`` with the frame's guide, and its motion when already estimated."""
         params = self.params
-        guide = prepare_guide(gray, params.guide)
         # Contiguous planes: the arithmetic below is several times faster than on strided views,
         # and split/merge copy L* bit for bit.
         l_channel, a_channel, b_channel = split_channels(lab)
@@ -227,8 +249,9 @@ class TemporalSmoother:
         previous = self._state
         self.last_cut = True
         self.last_score = float("nan")
-        if previous is not None and previous.shape[:2] == gray.shape and params.strength > 0:
-            motion = self._motion(guide, self._guide)
+        if self._follows(guide, self._guide):
+            if motion is None:
+                motion = self._motion(guide, self._guide)
             self.last_score = motion.score
             if motion.score < params.scene_threshold:
                 self.last_cut = False
@@ -242,15 +265,37 @@ class TemporalSmoother:
         self._lightness = l_channel if params.lightness else None
         return cv2.merge([l_channel, a_channel, b_channel])
 
-    def process_batch(self, grays: np.ndarray, labs: np.ndarray) -> np.ndarray:
+    def process_batch(self, grays: np.ndarray, labs: np.ndarray, workers: int = 1) -> np.ndarray:
         """``process`` each frame of a batch in order: uint8 ``(B, H, W)`` and float32
-        ``(B, H, W, 3)`` -> float32 ``(B, H, W, 3)``. The same as one call per frame."""
+        ``(B, H, W, 3)`` -> float32 ``(B, H, W, 3)``. The same as one call per frame.
+
+        With ``workers`` > 1 the motion between each frame and the one before it (optical
+        flow both ways, occlusions, scene score: most of the cost) is estimated on that many
+        threads at once, since it depends on the input frames alone; only the blending, which
+        carries the state, goes frame after frame. The result is the same.
+        """
         if grays.ndim != 3 or labs.ndim != 4 or len(grays) != len(labs):
             raise ValueError(f"expected (B, H, W) gray frames and (B, H, W, 3) L*a*b* frames, got "
                              f"{grays.shape} and {labs.shape}")  # fmt: skip
         out = np.empty_like(labs)
+        if workers <= 1 or len(grays) < 2:
+            for index, (gray, lab) in enumerate(zip(grays, labs, strict=True)):
+                out[index] = self.process(gray, lab)
+            return out
+        for gray, lab in zip(grays, labs, strict=True):
+            self._check(gray, lab)
+
+        def motion(index: int) -> _Motion | None:
+            if not self._follows(guides[index], previous[index]):
+                return None
+            return self._motion(guides[index], previous[index])
+
+        with concurrent.futures.ThreadPoolExecutor(workers, "celpaint-motion") as pool:
+            guides = list(pool.map(lambda gray: prepare_guide(gray, self.params.guide), grays))
+            previous = [self._guide, *guides[:-1]]
+            motions = list(pool.map(motion, range(len(grays))))
         for index, (gray, lab) in enumerate(zip(grays, labs, strict=True)):
-            out[index] = self.process(gray, lab)
+            out[index] = self._process(gray, lab, guides[index], motions[index])
         return out
 
     def _motion(self, guide: np.ndarray, previous_guide: np.ndarray) -> _Motion:
@@ -263,8 +308,11 @@ class TemporalSmoother:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             guide = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
             previous_guide = cv2.resize(previous_guide, size, interpolation=cv2.INTER_AREA)
-        flow = self._flow.estimate(guide, previous_guide)
-        flow_back = self._flow.estimate(previous_guide, guide)
+        estimator = getattr(self._estimators, "flow", None)
+        if estimator is None:
+            estimator = self._estimators.flow = FlowEstimator(params.preset)
+        flow = estimator.estimate(guide, previous_guide)
+        flow_back = estimator.estimate(previous_guide, guide)
         occluded = occlusion_mask(
             flow,
             flow_back,

@@ -73,15 +73,16 @@ def noisy_oracle(truth_lab: list[np.ndarray], seed: int, quiet: np.ndarray | Non
     return predictions
 
 
-def smooth(grays, labs, smoother=None, chunk: int | None = None):
+def smooth(grays, labs, smoother=None, chunk: int | None = None, workers: int = 1):
     smoother = smoother or TemporalSmoother()
     if chunk is None:
         return [smoother.process(g, lab) for g, lab in zip(grays, labs, strict=True)]
     outputs = []
     for start in range(0, len(grays), chunk):
         batch = smoother.process_batch(
-            np.stack(grays[start : start + chunk]), np.stack(labs[start : start + chunk])
-        )
+            np.stack(grays[start : start + chunk]), np.stack(labs[start : start + chunk]),
+            workers,
+        )  # fmt: skip
         outputs.extend(batch)
     return outputs
 
@@ -160,6 +161,21 @@ def test_batching_does_not_change_the_result(clip):
     # And frame by frame through process() is the same as batches.
     single = smooth(grays, predictions)
     assert all(np.array_equal(a, b) for a, b in zip(one, single, strict=True))
+
+
+def test_motion_on_several_threads_changes_nothing():
+    # A cut inside a batch, batches of different lengths, and a first frame with no past.
+    grays_a, truth_a = make_clip(7, scene=0)
+    grays_b, truth_b = make_clip(6, scene=1)
+    grays, truth = grays_a + grays_b, truth_a + truth_b
+    predictions = noisy_oracle(truth, seed=5)
+    expected = smooth(grays, predictions)
+    smoother = TemporalSmoother()
+    for chunk in (4, 5):
+        smoother.reset()
+        threaded = smooth(grays, predictions, smoother, chunk=chunk, workers=3)
+        assert all(np.array_equal(a, b) for a, b in zip(expected, threaded, strict=True))
+    assert smoother.last_cut is False and np.isfinite(smoother.last_score)
 
 
 def test_a_cut_resets_the_state_exactly():
