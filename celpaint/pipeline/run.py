@@ -645,6 +645,10 @@ def colorize(
 
     Returns:
         One ``JobResult`` per input, in order.
+
+    With a colorizer on the CPU, torch's and OpenCV's thread counts (process-wide settings)
+    are changed for the duration of the call (see ``colorizer.generator_workers``) and
+    restored afterwards.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
