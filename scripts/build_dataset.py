@@ -77,7 +77,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams, xdog_with
+from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams, xdog
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_PIXELS = 16_000_000  # a few clip-art PNGs are 10000x16000: decoding one takes 8 GB
@@ -798,7 +798,7 @@ def _render(task) -> tuple[str, dict]:
     seed, index, root, pools, width, height, params, out = task
     frame, record = compose_frame(seed, index, root, pools, width, height)
     write_png(out / "color" / f"{record.name}.png", frame)
-    write_png(out / "sketch" / f"{record.name}.png", xdog_with(frame, params))
+    write_png(out / "sketch" / f"{record.name}.png", xdog(frame, params))
     return record.name, {"background": record.background, "objects": record.objects}
 
 

@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_dataset as bd  # noqa: E402  (a sibling script, not a package)
 
-from celpaint.pipeline.lineart import DEFAULT_PARAMS, xdog_with  # noqa: E402
+from celpaint.pipeline.lineart import DEFAULT_PARAMS, xdog  # noqa: E402
 from celpaint.pipeline.media import find_ffmpeg  # noqa: E402
 from celpaint.pipeline.video import VideoWriter  # noqa: E402
 
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for index in range(FPS * SECONDS):
                 frame = clip_frame(world, sprites, index)
-                lines = xdog_with(frame, params)
+                lines = xdog(frame, params)
                 gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
                 writers["color"].write(frame)
                 writers["lineart"].write(np.repeat(lines[:, :, None], 3, axis=2))
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(PAIRS):
         frame = pair_frame(world, sprites, rng)
         write_png(out / "pairs" / "color" / f"{index:03d}.png", frame)
-        write_png(out / "pairs" / "sketch" / f"{index:03d}.png", xdog_with(frame, params))
+        write_png(out / "pairs" / "sketch" / f"{index:03d}.png", xdog(frame, params))
 
     manifest = {
         "description": "celpaint samples: a 4 s clip and 32 paired frames of one clip-art show",

@@ -18,11 +18,11 @@ from celpaint.cli.options import (
     Preset,
     Quiet,
     Resume,
+    writing_options,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.models.zoo import DEFAULT_MODEL
-from celpaint.pipeline.media import parse_frame_rate
 from celpaint.pipeline.temporal import TemporalParams
 
 
@@ -105,23 +105,17 @@ def colorize_command(
 ) -> None:
     """Colorize clips, frame folders or images."""
     from celpaint.pipeline.colorizer import Colorizer
-    from celpaint.pipeline.run import ColorizeOptions, colorize
+    from celpaint.pipeline.run import colorize
 
-    options = ColorizeOptions(
+    options = writing_options(
+        crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
+        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
         batch_size=_batch_size(batch_size),
-        overwrite=overwrite,
-        resume=resume,
-        crf=crf,
-        preset=preset,
-        lossless=lossless,
-        fps=parse_frame_rate(fps) if fps else None,
-        keep_audio=not no_audio,
-        ffmpeg=ffmpeg,
         temporal=temporal,
         temporal_strength=temporal_strength,
         scene_threshold=scene_threshold,
         flat_fill=flat_fill,
-    )
+    )  # fmt: skip
     colorizer = Colorizer.from_pretrained(
         model,
         device=device,

@@ -17,11 +17,11 @@ from celpaint.cli.options import (
     Preset,
     Quiet,
     Resume,
+    writing_options,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams
-from celpaint.pipeline.media import parse_frame_rate
 
 
 def lineart_command(
@@ -64,21 +64,14 @@ def lineart_command(
 ) -> None:
     """Draw line art (XDoG) from color clips, frame folders or images."""
     from celpaint.pipeline.lineart import extract_line_art
-    from celpaint.pipeline.run import ColorizeOptions
 
     try:
         params = LineArtParams(sigma=sigma, epsilon=epsilon, phi=phi, threshold=threshold)
     except ValueError as error:
         raise InputError(f"{error}; see celpaint lineart --help") from None
-    options = ColorizeOptions(
-        overwrite=overwrite,
-        resume=resume,
-        crf=crf,
-        preset=preset,
-        lossless=lossless,
-        fps=parse_frame_rate(fps) if fps else None,
-        keep_audio=not no_audio,
-        ffmpeg=ffmpeg,
-    )
+    options = writing_options(
+        crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
+        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
+    )  # fmt: skip
     with RichProgress(quiet=quiet, verb="traced") as progress:
         extract_line_art(inputs, output, params, options, progress)

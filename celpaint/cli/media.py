@@ -9,10 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from celpaint.cli.options import AudioFrom, Crf, FFmpeg, Fps, Lossless, Overwrite, Preset, Quiet
+from celpaint.cli.options import (
+    AudioFrom,
+    Crf,
+    FFmpeg,
+    Fps,
+    Lossless,
+    Overwrite,
+    Preset,
+    Quiet,
+    writing_options,
+)
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
-from celpaint.pipeline.media import parse_frame_rate
 
 
 def extract_command(
@@ -48,7 +57,7 @@ def assemble_command(
     quiet: Quiet = False,
 ) -> None:
     """Join a folder of frames into a video, optionally with the audio of another clip."""
-    from celpaint.pipeline.run import ColorizeOptions, convert, output_kind
+    from celpaint.pipeline.run import convert, output_kind
 
     if not frames.is_dir():
         raise InputError(f"{frames} is not a folder of frames")
@@ -56,15 +65,10 @@ def assemble_command(
         raise InputError(f"assemble writes a video (.mp4, .mov, .mkv, ...), not {output.name}")
     if audio_from is not None and not audio_from.exists():
         raise InputError(f"--audio-from {audio_from} does not exist")
-    options = ColorizeOptions(
-        overwrite=overwrite,
-        crf=crf,
-        preset=preset,
-        lossless=lossless,
-        fps=parse_frame_rate(fps or "24"),
-        audio_from=audio_from,
-        ffmpeg=ffmpeg,
-    )
+    options = writing_options(
+        crf=crf, preset=preset, lossless=lossless, fps=fps or "24", overwrite=overwrite,
+        ffmpeg=ffmpeg, audio_from=audio_from,
+    )  # fmt: skip
     with RichProgress(quiet=quiet, verb="assembled") as progress:
         convert(frames, output, options, progress)
 

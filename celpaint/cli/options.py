@@ -43,3 +43,33 @@ AudioFrom = Annotated[
     typer.Option("--audio-from", help="Copy the audio streams of this clip into the video."),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+def writing_options(
+    *,
+    crf: int,
+    preset: str,
+    lossless: bool,
+    fps: str | None,
+    overwrite: bool,
+    resume: bool = False,
+    no_audio: bool = False,
+    ffmpeg: str | None = None,
+    **more,
+):
+    """The ``ColorizeOptions`` of a command that writes videos or frame folders, from the
+    options above (shared by colorize, lineart and assemble); ``more`` are its own."""
+    from celpaint.pipeline.media import parse_frame_rate
+    from celpaint.pipeline.run import ColorizeOptions
+
+    return ColorizeOptions(
+        overwrite=overwrite,
+        resume=resume,
+        crf=crf,
+        preset=preset,
+        lossless=lossless,
+        fps=parse_frame_rate(fps) if fps else None,
+        keep_audio=not no_audio,
+        ffmpeg=ffmpeg,
+        **more,
+    )

@@ -52,7 +52,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
@@ -187,39 +187,14 @@ def xdog_response(image: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -> 
     return np.clip(soft, 0.0, 1.0).astype(np.float32)
 
 
-def xdog(
-    rgb: np.ndarray,
-    *,
-    sigma: float = DEFAULT_PARAMS.sigma,
-    k: float = DEFAULT_PARAMS.k,
-    tau: float = DEFAULT_PARAMS.tau,
-    epsilon: float = DEFAULT_PARAMS.epsilon,
-    phi: float = DEFAULT_PARAMS.phi,
-    chroma_weight: float = DEFAULT_PARAMS.chroma_weight,
-    stroke_width: int = DEFAULT_PARAMS.stroke_width,
-    stroke_contrast: float = DEFAULT_PARAMS.stroke_contrast,
-    ink_level: float | None = DEFAULT_PARAMS.ink_level,
-    ink_ramp: float = DEFAULT_PARAMS.ink_ramp,
-    ink_width: int = DEFAULT_PARAMS.ink_width,
-    threshold: float | None = DEFAULT_PARAMS.threshold,
-) -> np.ndarray:
+def xdog(rgb: np.ndarray, params: LineArtParams = DEFAULT_PARAMS, **overrides) -> np.ndarray:
     """Line art of a color (or gray) frame: dark lines on white paper.
 
     Args:
         rgb: uint8 ``(H, W, 3)`` RGB, or uint8 ``(H, W)`` gray.
-        sigma: inner blur in pixels (default 0.8); line width grows with it.
-        k: outer/inner blur ratio (default 1.6).
-        tau: outer blur weight (default 0.995); below 1 keeps flat regions white.
-        epsilon: where the ramp starts (default -0.01); more negative drops fainter edges.
-        phi: ramp steepness (default 150); higher is crisper and closer to binary.
-        chroma_weight: weight of hue edges vs lightness edges (default 0.5; 0 = lightness only).
-        stroke_width: widest dark stroke in pixels drawn as one solid line (default 7; 0 off).
-        stroke_contrast: how much darker (L*, 0..1) than its sides a stroke must be to be solid
-            ink (default 0.3; half of it is the start of the ramp).
-        ink_level: L* (0..1) below which pixels are solid ink (default 0.12); None disables.
-        ink_ramp: L* range over which solid ink fades to paper (default 0.04).
-        ink_width: dark areas this wide or wider (pixels) get an outline, not ink (default 15).
-        threshold: None (default) for anti-aliased soft lines; a value in 0..1 for a binary image.
+        params: the XDoG parameters (``LineArtParams``; the defaults when omitted).
+        **overrides: fields of ``LineArtParams`` to change, e.g. ``sigma=1.2`` or
+            ``threshold=0.5`` (binary output).
 
     Returns:
         uint8 ``(H, W)``: 0 on lines, 255 on paper.
@@ -227,25 +202,8 @@ def xdog(
     Raises:
         ValueError: wrong dtype or shape, or a parameter out of range.
     """
-    params = LineArtParams(
-        sigma=sigma,
-        k=k,
-        tau=tau,
-        epsilon=epsilon,
-        phi=phi,
-        chroma_weight=chroma_weight,
-        stroke_width=stroke_width,
-        stroke_contrast=stroke_contrast,
-        ink_level=ink_level,
-        ink_ramp=ink_ramp,
-        ink_width=ink_width,
-        threshold=threshold,
-    )
-    return xdog_with(rgb, params)
-
-
-def xdog_with(rgb: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -> np.ndarray:
-    """``xdog`` with the parameters in one ``LineArtParams`` (what the dataset builder records)."""
+    if overrides:
+        params = replace(params, **overrides)
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
         kind = rgb.dtype if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise ValueError(f"expected a uint8 image, got {kind}")
@@ -268,7 +226,7 @@ def line_art_batch(frames: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -
     Returns:
         uint8 ``(B, H, W, 3)``: the line art replicated to three equal channels.
     """
-    lines = [xdog_with(frame, params) for frame in frames]
+    lines = [xdog(frame, params) for frame in frames]
     return np.repeat(np.stack(lines)[..., None], 3, axis=3)
 
 

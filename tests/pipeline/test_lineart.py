@@ -9,7 +9,6 @@ from celpaint.pipeline.lineart import (
     LineArtParams,
     line_art_batch,
     xdog,
-    xdog_with,
 )
 
 
@@ -121,7 +120,7 @@ def test_sigma_widens_lines():
 def test_params_and_batch():
     image, _ = flat_shapes()
     params = LineArtParams(sigma=1.0)
-    np.testing.assert_array_equal(xdog_with(image, params), xdog(image, sigma=1.0))
+    np.testing.assert_array_equal(xdog(image, params), xdog(image, sigma=1.0))
     assert DEFAULT_PARAMS.to_dict()["method"] == "xdog"
     batch = line_art_batch(np.stack([image, image[::-1].copy()]))
     assert batch.shape == (2, 96, 128, 3) and batch.dtype == np.uint8

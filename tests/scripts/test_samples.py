@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from celpaint.pipeline.frames import list_images
-from celpaint.pipeline.lineart import LineArtParams, xdog_with
+from celpaint.pipeline.lineart import LineArtParams, xdog
 from celpaint.pipeline.media import probe
 from tests.helpers import audio_stream_count, stream_duration
 
@@ -49,4 +49,4 @@ def test_pairs_match_and_sketch_is_the_line_art_of_color():
     color = cv2.cvtColor(cv2.imread(str(colors[5])), cv2.COLOR_BGR2RGB)
     sketch = cv2.imread(str(sketches[5]), cv2.IMREAD_UNCHANGED)
     assert sketch.shape == (216, 384) and color.shape == (216, 384, 3)
-    np.testing.assert_array_equal(sketch, xdog_with(color, params))
+    np.testing.assert_array_equal(sketch, xdog(color, params))
