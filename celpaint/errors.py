@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The exit code of a run stopped by Ctrl-C (or SIGTERM), as shells report SIGINT.
+EXIT_INTERRUPTED = 130
+
 
 class CelpaintError(Exception):
     """Base class for every error celpaint raises on purpose.

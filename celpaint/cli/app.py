@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from celpaint import __version__
-from celpaint.errors import CelpaintError
+from celpaint.errors import EXIT_INTERRUPTED, CelpaintError
 
 app = typer.Typer(
     name="celpaint",
@@ -25,8 +25,6 @@ app = typer.Typer(
 
 # Set by the root callback; read by main() after the command has run or failed.
 _state = {"debug": False}
-
-EXIT_INTERRUPTED = 130
 
 
 def _version(value: bool) -> None:

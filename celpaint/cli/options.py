@@ -13,8 +13,9 @@ FFmpeg = Annotated[
     str | None,
     typer.Option(
         "--ffmpeg",
-        envvar="CELPAINT_FFMPEG",
-        help="ffmpeg binary (default: ffmpeg on PATH, else the one bundled with imageio-ffmpeg).",
+        # Not envvar=: media.find_ffmpeg reads CELPAINT_FFMPEG itself and names it in errors.
+        help="ffmpeg binary (default: CELPAINT_FFMPEG, else ffmpeg on PATH, else the one "
+        "bundled with imageio-ffmpeg).",
     ),
 ]
 Crf = Annotated[

@@ -17,9 +17,8 @@ from rich.progress import (
 
 from celpaint.cli.options import Device, FFmpeg, Overwrite, Quiet
 from celpaint.cli.progress import stderr_console
+from celpaint.errors import EXIT_INTERRUPTED
 from celpaint.models.training import StepUpdate, TrainConfig, TrainInfo, TrainProgress, TrainResult
-
-EXIT_INTERRUPTED = 130
 
 _DATA = "Data"
 _SCHEDULE = "Schedule"

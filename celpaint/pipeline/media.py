@@ -19,7 +19,6 @@ from celpaint.errors import InputError, ProcessingError
 
 log = logging.getLogger("celpaint")
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
 # The standard NTSC-family rates are stored rounded by many containers; snapping recovers them.
 _NTSC_BASES = (24, 30, 48, 60, 120)
 
@@ -95,7 +94,7 @@ _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 
 def run_ffmpeg(args: list[str], ffmpeg: str | None = None, timeout: float | None = None):
     """Run ffmpeg with an argument list; returns the CompletedProcess (bytes output)."""
-    command = [ffmpeg or find_ffmpeg(), "-hide_banner", "-nostdin", *args]
+    command = [find_ffmpeg(ffmpeg), "-hide_banner", "-nostdin", *args]
     try:
         return subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except OSError as error:
@@ -108,8 +107,9 @@ def probe(
     """Read a clip's frame rate, frame count, size and audio streams.
 
     Args:
-        audio_only: accept a file without video (a song for ``--audio-from``); its info then
-            has no frames, fps 0 and size 0x0, and only ``audio`` and ``duration`` matter.
+        audio_only: only the audio streams are wanted (``--audio-from``): any file with
+            audio or video is accepted, a song too, and its video is not scanned; the info has
+            no frames, fps 0 and size 0x0, and only ``audio`` and ``duration`` are read.
 
     Raises:
         InputError: the file is missing, not a video, corrupt or has no video frames.
@@ -131,9 +131,9 @@ def probe(
     if match := _DURATION.search(header):
         hours, minutes, seconds = match.groups()
         duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if audio_only and (audio or video):
+        return MediaInfo(path, Fraction(0), 0, 0, 0, duration=duration, audio=audio)
     if not video:
-        if audio and audio_only:
-            return MediaInfo(path, Fraction(0), 0, 0, 0, duration=duration, audio=audio)
         if audio:
             raise InputError(f"{path} has no video stream (audio only); nothing to colorize")
         reason = _last_error_line(header, path)

@@ -163,27 +163,20 @@ def output_kind(path: Path) -> OutputKind:
     return "folder"
 
 
-def _default_output(source: Source, tag: str) -> Path:
+def _output_name(source: Source, tag: str | None = None) -> str:
+    """The name of an input's output: ``NAME_<tag>`` beside the input, or ``NAME`` (no tag) in
+    a folder of outputs; a folder for a folder, PNG for an image, the input's container (or
+    MP4 where celpaint cannot write it) for a video."""
     info = source.info
+    name = info.path.name if info.kind == "folder" else info.path.stem
+    if tag:
+        name = f"{name}_{tag}"
     if info.kind == "folder":
-        return info.path.with_name(f"{info.path.name}_{tag}")
-    suffix = info.path.suffix.lower()
+        return name
     if info.kind == "image":
-        return info.path.with_name(f"{info.path.stem}_{tag}.png")
-    return info.path.with_name(
-        f"{info.path.stem}_{tag}{suffix if suffix in WRITABLE_EXTENSIONS else '.mp4'}"
-    )
-
-
-def _output_in_folder(source: Source, folder: Path) -> Path:
-    info = source.info
-    if info.kind == "folder":
-        return folder / info.path.name
-    if info.kind == "image":
-        return folder / f"{info.path.stem}.png"
+        return f"{name}.png"
     suffix = info.path.suffix.lower()
-    name = info.path.name if suffix in WRITABLE_EXTENSIONS else f"{info.path.stem}.mp4"
-    return folder / name
+    return name + (suffix if suffix in WRITABLE_EXTENSIONS else ".mp4")
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -228,7 +221,8 @@ def plan(
     check_preset(options.preset)
     jobs: list[Job] = []
     try:
-        ffmpeg = options.ffmpeg or find_ffmpeg()
+        # An explicit --ffmpeg is checked here, before any work, like every other input.
+        ffmpeg = find_ffmpeg(options.ffmpeg)
         options.ffmpeg = ffmpeg
         sources = []
         for item in inputs:
@@ -241,9 +235,9 @@ def plan(
             )
         for job in jobs:
             if target is None:
-                job.output = _default_output(job.source, tag)
+                job.output = job.input.with_name(_output_name(job.source, tag))
             elif len(jobs) > 1:
-                job.output = _output_in_folder(job.source, target)
+                job.output = target / _output_name(job.source)
             else:
                 job.output = target
             job.output_kind = output_kind(job.output)

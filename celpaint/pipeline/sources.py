@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 
 from celpaint.errors import InputError
-from celpaint.pipeline.frames import decode_image, image_size, is_image, list_images, read_image
-from celpaint.pipeline.media import VIDEO_EXTENSIONS, MediaInfo, find_ffmpeg, probe
+from celpaint.pipeline.frames import decode_image, image_size, is_image, list_images
+from celpaint.pipeline.media import MediaInfo, find_ffmpeg, probe
 from celpaint.pipeline.video import VideoReader
 
 log = logging.getLogger("celpaint")
@@ -105,10 +105,10 @@ def open_source(path: str | os.PathLike, ffmpeg: str | None = None) -> Source:
     if path.is_dir():
         return Source(_folder_info(path))
     if is_image(path):
-        height, width = read_image(path, report_alpha=False).shape[:2]
+        width, height = image_size(path)
         return Source(SourceInfo(path, "image", width, height, 1, names=[path.stem]))
-    if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_file():
-        ffmpeg = ffmpeg or find_ffmpeg()
+    if path.is_file():  # anything else ffmpeg can read as a video
+        ffmpeg = find_ffmpeg(ffmpeg)
         media = probe(path, ffmpeg)
         names = [frame_name(i) for i in range(media.frame_count)]
         info = SourceInfo(

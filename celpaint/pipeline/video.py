@@ -88,7 +88,7 @@ class VideoReader:
         self, path: str | os.PathLike, ffmpeg: str | None = None, info: MediaInfo | None = None
     ):
         self.path = Path(path)
-        self.ffmpeg = ffmpeg or find_ffmpeg()
+        self.ffmpeg = find_ffmpeg(ffmpeg)
         self.info = info or probe(self.path, self.ffmpeg)
         self.frames_read = 0
         self._process: subprocess.Popen | None = None
@@ -262,7 +262,7 @@ class VideoWriter:
             )
         check_preset(preset)
         self.width, self.height, self.fps = width, height, Fraction(fps)
-        self.ffmpeg = ffmpeg or find_ffmpeg()
+        self.ffmpeg = find_ffmpeg(ffmpeg)
         if audio_from is not None and not isinstance(audio_from, MediaInfo):
             audio_from = probe(audio_from, self.ffmpeg, audio_only=True)
         self.audio_info = audio_from

@@ -67,6 +67,17 @@ def test_parse_frame_rate():
             media.parse_frame_rate(bad)
 
 
+def test_audio_only_probe_reads_the_audio_and_not_the_video(clip, ffmpeg, monkeypatch):
+    def no_scan(*args):
+        raise AssertionError("scanned the video packets")
+
+    monkeypatch.setattr(media, "_packet_timestamps", no_scan)
+    info = media.probe(clip, ffmpeg, audio_only=True)
+    assert len(info.audio) == 1 and info.frame_count == 0 and info.duration > 0
+    with pytest.raises(AssertionError, match="scanned"):
+        media.probe(clip, ffmpeg)
+
+
 def test_find_ffmpeg_order(monkeypatch, ffmpeg, tmp_path):
     monkeypatch.setenv("CELPAINT_FFMPEG", ffmpeg)
     assert media.find_ffmpeg() == ffmpeg
