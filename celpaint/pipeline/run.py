@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -83,15 +83,16 @@ class ColorizeOptions:
         Raises:
             InputError: a setting is out of its range.
         """
-        if not 0.0 <= self.temporal_strength <= 1.0:
-            raise InputError(
-                f"--temporal-strength must be within 0..1, got {self.temporal_strength}"
+        # Checked even with smoothing off: a bad value is a mistake either way.
+        try:
+            params = TemporalParams(
+                strength=self.temporal_strength, scene_threshold=self.scene_threshold
             )
-        if not 0.0 <= self.scene_threshold <= 1.0:
-            raise InputError(f"--scene-threshold must be within 0..1, got {self.scene_threshold}")
-        if not self.temporal:
-            return None
-        return TemporalParams(strength=self.temporal_strength, scene_threshold=self.scene_threshold)
+        except ValueError as error:
+            raise InputError(
+                f"{error}: --temporal-strength and --scene-threshold are within 0..1"
+            ) from None
+        return params if self.temporal else None
 
 
 @dataclass
@@ -131,12 +132,6 @@ class Progress:
 
     def job_end(self, result: JobResult) -> None:
         """Called when a job's output is complete and in place."""
-
-
-@dataclass
-class _Batch:
-    names: list[str] = field(default_factory=list)
-    frames: list[np.ndarray] = field(default_factory=list)
 
 
 def transform_stages(transform: Transform | None) -> list[Callable]:
@@ -224,10 +219,8 @@ def plan(
         # An explicit --ffmpeg is checked here, before any work, like every other input.
         ffmpeg = find_ffmpeg(options.ffmpeg)
         options.ffmpeg = ffmpeg
-        sources = []
         for item in inputs:
-            sources.append(open_source(item, ffmpeg))
-            jobs.append(Job(Path(item), Path(), "folder", sources[-1]))
+            jobs.append(Job(Path(item), Path(), "folder", open_source(item, ffmpeg)))
         target = Path(output) if output is not None else None
         if target is not None and len(jobs) > 1 and output_kind(target) != "folder":
             raise InputError(
@@ -260,7 +253,7 @@ def plan(
 
 def _check_job(job: Job, options: ColorizeOptions) -> None:
     kind = job.source.info.kind
-    if any(_same_path(job.output, other) for other in (job.input,)):
+    if _same_path(job.output, job.input):
         raise InputError(f"the output {job.output} is the input; choose another output path")
     if kind != "image" and job.output_kind == "image":
         raise InputError(
@@ -351,6 +344,9 @@ def _open_sink(job: Job, options: ColorizeOptions):
 
 
 _END = object()
+# Batches a pipeline queue holds: enough that no stage waits on another's jitter, few enough
+# that memory stays a few batches whatever the clip's length.
+_PREFETCH = 2
 _POLL_SECONDS = 0.05
 
 
@@ -424,6 +420,10 @@ class _OrderedRelay:
                 with self._turn:
                     self._passed += 1
                     self._turn.notify_all()
+        except BaseException:
+            # Stop before the end marker below could go out with this batch missing.
+            self._stop.set()
+            raise
         finally:
             with self._turn:
                 self._done_workers += 1
@@ -440,14 +440,13 @@ def run_job(
     batch_size: int,
     options: ColorizeOptions,
     progress: Progress,
-    prefetch: int = 2,
     workers: int = 1,
 ) -> JobResult:
     """Stream one source through ``transform`` into its sink.
 
     Decoding (a reader thread, which also stacks each batch), the transform's first stage
     (this thread: the generator), each later stage (a thread each, see ``transform_stages``)
-    and encoding (a writer thread) run concurrently, joined by queues of at most ``prefetch``
+    and encoding (a writer thread) run concurrently, joined by queues of at most ``_PREFETCH``
     batches, so memory is bounded by the batch size and the slowest stage sets the pace.
     Order is kept. The first error in any stage stops all of them and is raised here; the
     partial video is deleted, so the output appears at ``job.output`` only when complete
@@ -474,7 +473,7 @@ def run_job(
     stop = threading.Event()
     # channels[0] holds decoded batches, channels[i] the output of stage i, the last one
     # what the writer encodes.
-    channels: list[queue.Queue] = [queue.Queue(maxsize=prefetch) for _ in range(len(stages) + 1)]
+    channels: list[queue.Queue] = [queue.Queue(maxsize=_PREFETCH) for _ in range(len(stages) + 1)]
     errors: list[BaseException] = []
     skipped = 0
 
@@ -482,29 +481,39 @@ def run_job(
         errors.append(error)
         stop.set()
 
+    def guarded(body: Callable) -> Callable:
+        """``body`` for a pipeline thread: its error is handed to the main thread and stops
+        every stage."""
+
+        def run(*args) -> None:
+            try:
+                body(*args)
+            except BaseException as error:
+                fail(error)
+
+        return run
+
     def read() -> None:
         nonlocal skipped
-        try:
-            batch = _Batch()
-            for index, frame in enumerate(job.source.frames()):
-                if stop.is_set():
-                    return
-                name = info.names[index] if index < len(info.names) else frame_name(index)
-                if sink.is_done(name):
-                    skipped += 1
-                    progress.advance(1)
-                    continue
-                batch.names.append(name)
-                batch.frames.append(frame)
-                if len(batch.frames) >= batch_size:
-                    if not _put(channels[0], (batch.names, np.stack(batch.frames)), stop):
-                        return
-                    batch = _Batch()
-            if batch.frames and not _put(channels[0], (batch.names, np.stack(batch.frames)), stop):
+        names: list[str] = []
+        frames: list[np.ndarray] = []
+        for index, frame in enumerate(job.source.frames()):
+            if stop.is_set():
                 return
-            _put(channels[0], _END, stop)
-        except BaseException as error:  # handed to the main thread
-            fail(error)
+            name = info.names[index] if index < len(info.names) else frame_name(index)
+            if sink.is_done(name):
+                skipped += 1
+                progress.advance(1)
+                continue
+            names.append(name)
+            frames.append(frame)
+            if len(frames) >= batch_size:
+                if not _put(channels[0], (names, np.stack(frames)), stop):
+                    return
+                names, frames = [], []
+        if frames and not _put(channels[0], (names, np.stack(frames)), stop):
+            return
+        _put(channels[0], _END, stop)
 
     def relay(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
         """Apply ``stage`` to every batch from ``inbox``, in order, into ``outbox``."""
@@ -514,45 +523,29 @@ def run_job(
                 return
         _put(outbox, _END, stop)
 
-    def run_stage(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
-        try:
-            relay(stage, inbox, outbox)
-        except BaseException as error:
-            fail(error)
-
-    ordered = _OrderedRelay(workers, stop)
-
-    def run_worker(stage: Callable, inbox: queue.Queue, outbox: queue.Queue) -> None:
-        try:
-            ordered.relay(stage, inbox, outbox)
-        except BaseException as error:
-            fail(error)
-
     def write() -> None:
-        try:
-            while not stop.is_set() and (item := _get(channels[-1], stop)) is not _END:
-                names, outputs = item
-                for name, rgb in zip(names, outputs, strict=True):
-                    sink.write(name, rgb)
-                progress.advance(len(names))
-        except BaseException as error:
-            fail(error)
+        while not stop.is_set() and (item := _get(channels[-1], stop)) is not _END:
+            names, outputs = item
+            for name, rgb in zip(names, outputs, strict=True):
+                sink.write(name, rgb)
+            progress.advance(len(names))
 
-    threads = [threading.Thread(target=read, name="celpaint-decode", daemon=True)]
+    threads = [threading.Thread(target=guarded(read), name="celpaint-decode", daemon=True)]
     threads += [
         threading.Thread(
-            target=run_stage,
+            target=guarded(relay),
             args=(stage, channels[number], channels[number + 1]),
             name=f"celpaint-stage-{number}",
             daemon=True,
         )
         for number, stage in enumerate(stages[1:], start=1)
     ]
-    threads.append(threading.Thread(target=write, name="celpaint-encode", daemon=True))
+    threads.append(threading.Thread(target=guarded(write), name="celpaint-encode", daemon=True))
     if stages and workers > 1:
+        ordered = _OrderedRelay(workers, stop)
         threads += [
             threading.Thread(
-                target=run_worker,
+                target=guarded(ordered.relay),
                 args=(stages[0], channels[0], channels[1]),
                 name=f"celpaint-stage-0-{number}",
                 daemon=True,
