@@ -96,14 +96,9 @@ class WorkGeometry:
 
     @classmethod
     def fit(cls, height: int, width: int, work_size: int, multiple: int) -> WorkGeometry:
-        scale = min(1.0, work_size / max(height, width))
-        work_height = max(1, round(height * scale))
-        work_width = max(1, round(width * scale))
-
-        def up(value: int) -> int:
-            return -(-value // multiple) * multiple
-
-        return cls(height, width, work_height, work_width, up(work_height), up(work_width))
+        work_height, work_width = upsample.work_shape(height, width, work_size)
+        padded = upsample.padded_shape(work_height, work_width, multiple)
+        return cls(height, width, work_height, work_width, *padded)
 
     @property
     def scaled(self) -> bool:
@@ -440,9 +435,8 @@ class FrameStream:
             # Scale down on the CPU before anything else: area averaging keeps thin lines
             # visible, costs a few ms per 1080p frame (torch's antialiased resize of the
             # float frame costs tens), and only work-size frames travel to the device.
-            size = (geometry.work_width, geometry.work_height)
             work_frames = np.stack(
-                [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in work_frames]
+                [upsample.resize_to_work(frame, self.work_size) for frame in work_frames]
             )
             geometry = colorizer.geometry(geometry.work_height, geometry.work_width, self.work_size)
         if lineart:

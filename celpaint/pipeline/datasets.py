@@ -37,13 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from celpaint.errors import InputError
+from celpaint.pipeline.flow import to_gray
 from celpaint.pipeline.frames import list_images, read_image
+from celpaint.pipeline.upsample import resize_to_work
 
 log = logging.getLogger("celpaint")
 
@@ -149,19 +150,9 @@ def _extract_line_art(rgb: np.ndarray) -> np.ndarray:
 
 
 def fit_to_work_size(image: np.ndarray, work_size: int | None) -> np.ndarray:
-    """Scale ``image`` down so its long side is ``work_size`` (as the Colorizer does)."""
-    height, width = image.shape[:2]
-    if not work_size or max(height, width) <= work_size:
-        return image
-    scale = work_size / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # Area averaging keeps thin lines as gray instead of dropping them like nearest would.
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(H, W, 3)`` to Rec. 601 luma ``(H, W)`` (what line-art models see)."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    """Scale ``image`` down to ``work_size`` as the Colorizer does (``upsample.resize_to_work``);
+    no ``work_size`` keeps it as it is."""
+    return resize_to_work(image, work_size) if work_size else image
 
 
 def load_pair(

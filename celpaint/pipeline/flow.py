@@ -161,8 +161,6 @@ class FlowEstimator:
             return np.zeros((*reference.shape, 2), np.float32)
         return self._dis.calc(reference, other, None)
 
-    __call__ = estimate
-
 
 @functools.lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +225,7 @@ def occlusion_mask(
     alpha2: float = ALPHA2,
     motion_boundaries: bool = True,
     outside: bool = False,
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pixels of the reference frame whose warped value is unreliable (bool ``(H, W)``).
 
@@ -239,10 +238,13 @@ def occlusion_mask(
             Lai et al.; DIS produces smooth flows, so this mostly marks object outlines).
         outside: also mark pixels whose match lies outside the other frame (content entering
             the frame has no past). Lai et al.'s metric does not do this; the smoother does.
+        positions: ``sampling_positions(flow)`` when the caller has it already.
     """
     _check_flow(flow)
     _check_flow(flow_back, "flow_back")
-    back = warp(flow_back, flow)
+    if positions is None:
+        positions = sampling_positions(flow)
+    back = warp(flow_back, positions=positions)
     residual = flow + back
     flow_length = _squared_norm(flow)
     length = _squared_norm(back)
@@ -259,21 +261,26 @@ def occlusion_mask(
         gradient[:-1] += _squared_norm(dy)
         occluded |= gradient > BETA1 * flow_length + BETA2
     if outside:
-        xs, ys = _grid(*flow.shape[:2])
-        x = xs + flow[..., 0]
-        y = ys + flow[..., 1]
         height, width = flow.shape[:2]
-        occluded |= (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
+        # One pass over the interleaved map: 255 where x in [0, W-1] and y in [0, H-1].
+        inside = cv2.inRange(positions, (0.0, 0.0), (width - 1.0, height - 1.0))
+        occluded |= inside == 0
     return occluded
 
 
-def scene_change_score(reference: np.ndarray, other: np.ndarray, flow: np.ndarray) -> float:
+def scene_change_score(
+    reference: np.ndarray,
+    other: np.ndarray,
+    flow: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> float:
     """How badly ``other`` explains ``reference`` after motion compensation: 0 (same shot) to
     1 (unrelated pictures).
 
     Args:
         reference, other: uint8 ``(H, W)`` guide frames (current and previous).
         flow: ``estimate(reference, other)``.
+        positions: ``sampling_positions(flow)`` when the caller has it already.
 
     The score is the share of the reference frame's *structure* (its gradient energy, so the
     flat paper of line art does not dilute it) lying on pixels where the motion-compensated
@@ -286,7 +293,9 @@ def scene_change_score(reference: np.ndarray, other: np.ndarray, flow: np.ndarra
     _check_gray(reference, "reference")
     _check_gray(other, "other")
     current = reference.astype(np.float32)
-    warped = warp(other, flow).astype(np.float32)
+    if positions is None:
+        positions = sampling_positions(flow)
+    warped = warp(other, positions=positions).astype(np.float32)
     gx = cv2.Sobel(current, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(current, cv2.CV_32F, 0, 1, ksize=3)
     structure = cv2.GaussianBlur(cv2.magnitude(gx, gy), (0, 0), 1.5)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -71,6 +72,7 @@ from celpaint.pipeline.upsample import split_channels
 STILL_TOLERANCE = 1
 # ... and a pixel is still when its whole (2 * STILL_RADIUS + 1)^2 neighbourhood is unchanged.
 STILL_RADIUS = 2
+_STILL_KERNEL = np.ones((2 * STILL_RADIUS + 1,) * 2, np.uint8)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,13 @@ class TemporalParams:
             raise ValueError(f"flow_size must be at least 32, got {self.flow_size}")
 
 
+class _Guide(NamedTuple):
+    """A frame as the motion estimates see it: the guide at the work size, and at flow size."""
+
+    full: np.ndarray  # uint8 (H, W)
+    small: np.ndarray  # uint8, long side at most ``flow_size`` (``full`` itself if it fits)
+
+
 @dataclass
 class _Motion:
     flow: np.ndarray  # float32 (H, W, 2): current -> previous frame
@@ -189,7 +198,9 @@ class TemporalSmoother:
         # float32 (H, W, 4): a*, b*, averaging count, guide of the previous frame (warped
         # together by one remap); the guide also as uint8, as the flow takes it.
         self._state: np.ndarray | None = None
-        self._guide: np.ndarray | None = None
+        self._guide: _Guide | None = None
+        margin = 2 * self.params.occlusion_margin + 1
+        self._margin_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (margin, margin))
         # float32 (H, W): its L*, with ``lightness``.
         self._lightness: np.ndarray | None = None
         self.last_cut = True
@@ -217,7 +228,16 @@ class TemporalSmoother:
             ``lightness``: smoothed except on line pixels of ``gray``).
         """
         self._check(gray, lab)
-        return self._process(gray, lab, prepare_guide(gray, self.params.guide))
+        return self._process(gray, lab, self._guide_of(gray))
+
+    def _guide_of(self, gray: np.ndarray) -> _Guide:
+        guide = prepare_guide(gray, self.params.guide)
+        height, width = guide.shape
+        scale = self.params.flow_size / max(height, width)
+        if scale >= 1.0:
+            return _Guide(guide, guide)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return _Guide(guide, cv2.resize(guide, size, interpolation=cv2.INTER_AREA))
 
     @staticmethod
     def _check(gray: np.ndarray, lab: np.ndarray) -> None:
@@ -228,17 +248,17 @@ class TemporalSmoother:
         if lab.shape[:2] != gray.shape:
             raise ValueError(f"gray {gray.shape} and lab {lab.shape[:2]} differ in size")
 
-    def _follows(self, guide: np.ndarray, previous_guide: np.ndarray | None) -> bool:
+    def _follows(self, guide: _Guide, previous_guide: _Guide | None) -> bool:
         """Whether a frame with ``guide`` is blended with the frame before it (whose guide is
         ``previous_guide``, None at the start) rather than taken as it is."""
         return (
             previous_guide is not None
-            and previous_guide.shape == guide.shape
+            and previous_guide.full.shape == guide.full.shape
             and self.params.strength > 0
         )
 
     def _process(
-        self, gray: np.ndarray, lab: np.ndarray, guide: np.ndarray, motion: _Motion | None = None
+        self, gray: np.ndarray, lab: np.ndarray, guide: _Guide, motion: _Motion | None = None
     ) -> np.ndarray:
         """``process`` with the frame's guide, and its motion when already estimated."""
         params = self.params
@@ -249,6 +269,7 @@ class TemporalSmoother:
         previous = self._state
         self.last_cut = True
         self.last_score = float("nan")
+        guide_values = guide.full.astype(np.float32)
         if self._follows(guide, self._guide):
             if motion is None:
                 motion = self._motion(guide, self._guide)
@@ -256,11 +277,11 @@ class TemporalSmoother:
             if motion.score < params.scene_threshold:
                 self.last_cut = False
                 a_channel, b_channel, l_channel, count = self._blend(
-                    gray, guide, l_channel, a_channel, b_channel, previous, motion
+                    gray, guide_values, l_channel, a_channel, b_channel, previous, motion
                 )
         if count is None:
             count = np.ones(gray.shape, np.float32)
-        self._state = cv2.merge([a_channel, b_channel, count, guide.astype(np.float32)])
+        self._state = cv2.merge([a_channel, b_channel, count, guide_values])
         self._guide = guide
         self._lightness = l_channel if params.lightness else None
         return cv2.merge([l_channel, a_channel, b_channel])
@@ -291,36 +312,35 @@ class TemporalSmoother:
             return self._motion(guides[index], previous[index])
 
         with concurrent.futures.ThreadPoolExecutor(workers, "celpaint-motion") as pool:
-            guides = list(pool.map(lambda gray: prepare_guide(gray, self.params.guide), grays))
+            guides = list(pool.map(self._guide_of, grays))
             previous = [self._guide, *guides[:-1]]
             motions = list(pool.map(motion, range(len(grays))))
         for index, (gray, lab) in enumerate(zip(grays, labs, strict=True)):
             out[index] = self._process(gray, lab, guides[index], motions[index])
         return out
 
-    def _motion(self, guide: np.ndarray, previous_guide: np.ndarray) -> _Motion:
+    def _motion(self, current: _Guide, previous: _Guide) -> _Motion:
         """Flow current -> previous, its unreliable pixels and the scene-change score."""
         params = self.params
-        full_guide, full_previous = guide, previous_guide
-        height, width = guide.shape
+        height, width = current.full.shape
         scale = min(1.0, params.flow_size / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            guide = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
-            previous_guide = cv2.resize(previous_guide, size, interpolation=cv2.INTER_AREA)
+        guide, previous_guide = current.small, previous.small
         estimator = getattr(self._estimators, "flow", None)
         if estimator is None:
             estimator = self._estimators.flow = FlowEstimator(params.preset)
         flow = estimator.estimate(guide, previous_guide)
         flow_back = estimator.estimate(previous_guide, guide)
+        # One sampling map for the occlusion test, the scene score and their warps.
+        positions = sampling_positions(flow)
         occluded = occlusion_mask(
             flow,
             flow_back,
             alpha2=params.occlusion_threshold * scale * scale,
             motion_boundaries=False,
             outside=True,
+            positions=positions,
         )
-        score = scene_change_score(guide, previous_guide, flow)
+        score = scene_change_score(guide, previous_guide, flow, positions)
         if scale < 1.0:
             flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
             flow *= np.float32(1.0 / scale)
@@ -330,7 +350,7 @@ class TemporalSmoother:
         # Where the input has not changed around a pixel, nothing moved there: DIS's sub-pixel
         # noise (about 0.1 px) would otherwise resample the sharp chroma edges of a static
         # background every frame and slowly blur them.
-        moving = self._moving(full_guide, full_previous)
+        moving = self._moving(current.full, previous.full)
         # A multiply by 0/1 is several times faster than a masked copy of the 2-channel flow
         # (the -0.0 it leaves where the flow was negative moves nothing either).
         np.multiply(flow, moving.astype(np.float32)[..., None], out=flow)
@@ -342,13 +362,12 @@ class TemporalSmoother:
         """uint8 ``(H, W)``: 1 where the guide changed within ``STILL_RADIUS`` of a pixel,
         0 where its whole neighbourhood is still."""
         changed = (cv2.absdiff(guide, previous_guide) > STILL_TOLERANCE).view(np.uint8)
-        size = 2 * STILL_RADIUS + 1
-        return cv2.dilate(changed, np.ones((size, size), np.uint8))
+        return cv2.dilate(changed, _STILL_KERNEL)
 
     def _blend(
         self,
         gray: np.ndarray,
-        guide: np.ndarray,
+        guide_values: np.ndarray,
         l_channel: np.ndarray,
         a_channel: np.ndarray,
         b_channel: np.ndarray,
@@ -360,9 +379,7 @@ class TemporalSmoother:
         params = self.params
         occluded = motion.occluded
         if params.occlusion_margin:
-            size = 2 * params.occlusion_margin + 1
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-            occluded = cv2.dilate(occluded.view(np.uint8), kernel).view(bool)
+            occluded = cv2.dilate(occluded.view(np.uint8), self._margin_kernel).view(bool)
         # One remap moves the colors, their count and the guide together; L* (with
         # ``lightness``) reuses its sampling positions.
         positions = sampling_positions(motion.flow)
@@ -371,8 +388,7 @@ class TemporalSmoother:
         )
         # Where the input differs after motion compensation, the old chroma belongs to
         # something else: a Cauchy falloff, 1/2 at change_threshold.
-        change = guide.astype(np.float32)
-        change -= previous_guide
+        change = guide_values - previous_guide
         change *= np.float32(1.0 / params.change_threshold)
         change *= change
         change += 1.0

@@ -109,28 +109,6 @@ def resize_to_work(image: np.ndarray, work_size: int) -> np.ndarray:
     return cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_AREA)
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad ``(H, W)`` or ``(H, W, C)`` on the bottom and right to multiples of ``multiple``.
-
-    The border is replicated: a constant (black or white) border would read as a line or as
-    paper to the network. ``crop(padded, H, W)`` undoes it.
-    """
-    height, width = image.shape[:2]
-    target_height, target_width = padded_shape(height, width, multiple)
-    if (target_height, target_width) == (height, width):
-        return image
-    return cv2.copyMakeBorder(
-        image, 0, target_height - height, 0, target_width - width, cv2.BORDER_REPLICATE
-    )
-
-
-def crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The top-left ``height x width`` of ``image`` (undoes ``pad_to_multiple``)."""
-    if image.shape[0] < height or image.shape[1] < width:
-        raise ValueError(f"cannot crop {image.shape[:2]} to {height}x{width}")
-    return image[:height, :width]
-
-
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """RGB ``(H, W, 3)`` (uint8, or float32 in [0, 1]) -> float32 L*a*b* ``(H, W, 3)``."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -326,7 +304,7 @@ def _bilateral_planes(
         raise ValueError(f"need levels >= 2 and sigma > 0, got {levels} and {sigma}")
     size = (width, height)
     small_guide = cv2.resize(guide, (low_width, low_height), interpolation=cv2.INTER_AREA)
-    planes = [np.ascontiguousarray(source[..., channel]) for channel in range(channels)]
+    planes = split_channels(source)
     # Numerators (one per channel) and the denominator, accumulated over the levels. Every
     # array here is a contiguous plane: cv2's per-plane operations are multi-threaded and
     # several times faster than numpy on interleaved channels.
@@ -416,7 +394,7 @@ def to_native(
         native_l = lightness(native)
     if luminance == "input":
         if same_size:
-            a_channel, b_channel = lab[..., 1].copy(), lab[..., 2].copy()
+            _, a_channel, b_channel = split_channels(lab)
         else:
             a_channel, b_channel = _upsampled_planes(lab[..., 1:], native_l, sigma, levels, divisor)
         return cv2.merge([native_l, a_channel, b_channel])
@@ -447,7 +425,7 @@ def _upsampled_planes(
     if middle == (height, width):
         return _bilateral_planes(source, guide, sigma, levels)
     if middle == source.shape[:2]:
-        planes = [np.ascontiguousarray(source[..., c]) for c in range(source.shape[2])]
+        planes = split_channels(source)
     else:
         guide = cv2.resize(guide, middle[::-1], interpolation=cv2.INTER_AREA)
         planes = _bilateral_planes(source, guide, sigma, levels)

@@ -10,12 +10,10 @@ import torch
 
 from celpaint.pipeline.colorizer import WorkGeometry
 from celpaint.pipeline.upsample import (
-    crop,
     fit_to_gamut,
     joint_bilateral_upsample,
     lab_to_rgb,
     lightness,
-    pad_to_multiple,
     padded_shape,
     resize_to_work,
     rgb_to_lab,
@@ -66,20 +64,16 @@ def test_work_shape(height, width, work_size, expected):
     assert (geometry.work_height, geometry.work_width) == expected
 
 
-def test_resize_pad_and_crop():
+def test_resize_to_work_and_padded_shape():
     image = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     small = resize_to_work(image, 512)
     assert small.shape == (288, 512, 3) and small.dtype == np.uint8
     assert resize_to_work(small, 512) is small
     assert padded_shape(288, 512, 256) == (512, 512)
-    padded = pad_to_multiple(small, 256)
-    assert padded.shape == (512, 512, 3)
-    assert np.array_equal(crop(padded, 288, 512), small)
-    # Replicated border: the padding repeats the last row.
-    assert np.array_equal(padded[400], small[-1])
-    assert pad_to_multiple(small, 16) is small
-    with pytest.raises(ValueError):
-        crop(small, 300, 512)
+    assert padded_shape(288, 512, 16) == (288, 512)
+    # The colorizer's geometry is the same arithmetic.
+    geometry = WorkGeometry.fit(1080, 1920, 512, 256)
+    assert (geometry.padded_height, geometry.padded_width) == (512, 512)
 
 
 def test_lab_conversions_round_trip_and_agree_with_kornia():
