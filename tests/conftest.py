@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,8 @@ def pairs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pairs")
     make_pairs(root, count=5, size=(40, 32))
     return root
+
+
+@pytest.fixture
+def threads_before() -> set[threading.Thread]:
+    return set(threading.enumerate())

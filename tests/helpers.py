@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,3 +34,37 @@ def audio_stream_count(path: Path, ffmpeg: str) -> int:
         [ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, check=False
     )
     return result.stderr.decode().count(": Audio:")
+
+
+def ffmpeg_children() -> list[int]:
+    """PIDs of ffmpeg processes started by this test process (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
+    found = []
+    for pid in children:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "ffmpeg" in name and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def assert_nothing_left(threads_before: set[threading.Thread]) -> None:
+    # The stderr drains of killed ffmpeg processes end a moment after the pipe closes, so
+    # poll briefly for them rather than failing on a race that is not a leak.
+    deadline = time.monotonic() + 10
+    while True:
+        extra = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        children = ffmpeg_children()
+        if (not extra and not children) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert extra == [], f"threads left behind: {extra}"
+    assert children == [], f"ffmpeg processes left behind: {children}"

@@ -23,8 +23,9 @@ from celpaint.models.training import (
 TINY = TrainConfig(depth=3, base_channels=4, max_channels=8, disc_base_channels=4)
 
 
-def _trained_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A generator and discriminator after one step, so batch-norm statistics are non-trivial."""
+def _stepped_trainer() -> Trainer:
+    """A trainer after one step: batch-norm statistics, Adam moments and schedules are all
+    past their initial values."""
     torch.manual_seed(0)
     generator = build("unet", **generator_args(TINY))
     discriminator = build("patchgan", **discriminator_args(TINY))
@@ -34,7 +35,13 @@ def _trained_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
         "line_art": torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8),
     }
     trainer.train_step(batch)
-    return generator, discriminator
+    return trainer
+
+
+def _trained_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A generator and discriminator after one step, so batch-norm statistics are non-trivial."""
+    trainer = _stepped_trainer()
+    return trainer.generator, trainer.discriminator
 
 
 def _config(arch: str, args: dict) -> ModelConfig:
@@ -139,8 +146,7 @@ def test_train_state_of_another_format_is_refused(tmp_path):
 
 
 def test_trainer_state_restores_networks_and_optimizers():
-    generator, discriminator = _trained_pair()
-    trainer = Trainer(TINY, generator, discriminator, "cpu", total_steps=4)
+    trainer = _stepped_trainer()
     state = trainer.state_dict()
     torch.manual_seed(1)
     other = Trainer(
@@ -154,10 +160,16 @@ def test_trainer_state_restores_networks_and_optimizers():
     for a, b in zip(trainer.generator.state_dict().values(),
                     other.generator.state_dict().values(), strict=True):  # fmt: skip
         assert torch.equal(a, b)
-    assert (
-        other.optimizer_g.state_dict()["param_groups"]
-        == (trainer.optimizer_g.state_dict()["param_groups"])
-    )
+    # Adam's moments after the step (a fresh optimizer has none), and the scheduled rates.
+    for optimizer, restored in ((trainer.optimizer_g, other.optimizer_g),
+                                (trainer.optimizer_d, other.optimizer_d)):  # fmt: skip
+        saved, loaded = optimizer.state_dict(), restored.state_dict()
+        assert saved["state"] and saved["state"].keys() == loaded["state"].keys()
+        for key, moments in saved["state"].items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(moments[name], loaded["state"][key][name])
+        assert saved["param_groups"] == loaded["param_groups"]
+    assert other.step == trainer.step == 1
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from celpaint import color
 from celpaint.errors import CheckpointError, InputError
-from celpaint.models import build, load_model
+from celpaint.models import build, load_model, training
 from celpaint.models.training import (
     LOSS_NAMES,
     STATE_NAME,
@@ -330,15 +330,26 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, report: str
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    trainers = []
+    original_init = training.Trainer.__init__
+
+    def keep(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        trainers.append(self)
+
+    training.Trainer.__init__ = keep  # this process only: it was spawned for the test
     try:
         result = train(TrainConfig(**config), handle_signals=False)
-        generator, _ = load_model(Path(config["out"]) / "generator")
-        # Every process's parameters must equal rank 0's saved ones: DDP kept them in sync.
+        # Each process's own generator after training, gathered: DDP must have kept them in
+        # sync, and they must be what rank 0 saved.
+        generator = training._unwrap(trainers[-1].generator)
         local = torch.cat([p.detach().flatten() for p in generator.parameters()])
         gathered = [torch.zeros_like(local) for _ in range(world_size)]
         torch.distributed.all_gather(gathered, local)
         if rank == 0:
-            same = all(torch.equal(gathered[0], g) for g in gathered)
+            saved, _ = load_model(Path(config["out"]) / "generator")
+            saved_flat = torch.cat([p.detach().flatten() for p in saved.parameters()])
+            same = all(torch.equal(saved_flat, g) for g in gathered)
             Path(report).write_text(json.dumps({"same": same, "step": result.step}))
         # Tear the group down together: a process that destroys it while its peer still uses
         # the connection can make gloo abort the peer ("terminate called without an active

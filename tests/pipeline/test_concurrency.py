@@ -25,47 +25,9 @@ from celpaint.pipeline.colorizer import Colorizer, generator_workers
 from celpaint.pipeline.frames import list_images, read_image, write_image
 from celpaint.pipeline.sources import Source
 from celpaint.pipeline.video import VideoReader
+from tests.helpers import assert_nothing_left
 
 BATCH = 5  # does not divide the clip's 24 frames, so the last batch is a short one
-
-
-def _ffmpeg_children() -> list[int]:
-    """PIDs of ffmpeg processes started by this test process (Linux /proc)."""
-    children = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            children += (task / "children").read_text().split()
-        except OSError:
-            continue
-    found = []
-    for pid in children:
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "ffmpeg" in name and state != "Z":
-            found.append(int(pid))
-    return found
-
-
-def _assert_nothing_left(threads_before: set[threading.Thread]) -> None:
-    # The stderr drains of killed ffmpeg processes end a moment after the pipe closes, so
-    # poll briefly for them rather than failing on a race that is not a leak.
-    deadline = time.monotonic() + 10
-    while True:
-        extra = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-        children = _ffmpeg_children()
-        if (not extra and not children) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert extra == [], f"threads left behind: {extra}"
-    assert children == [], f"ffmpeg processes left behind: {children}"
-
-
-@pytest.fixture
-def threads_before() -> set[threading.Thread]:
-    return set(threading.enumerate())
 
 
 def _read_video(path: Path, ffmpeg: str) -> list[np.ndarray]:
@@ -162,7 +124,7 @@ def test_order_is_kept_under_random_delays_in_every_stage(
         (result,) = run.run_jobs(jobs, slow_transform, options.batch_size, options, workers=workers)
     assert result.frames == 40
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(40))
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 class StageFailure(Exception):
@@ -222,7 +184,7 @@ def test_order_is_kept_through_several_transform_stages(
     (result,) = run.run_jobs(jobs, transform, 4, options, workers=workers)
     assert result.frames == 30 and transform.calls == [8, 8, 8]
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -236,7 +198,7 @@ def test_an_error_in_any_transform_stage_ends_the_run(
     with pytest.raises(StageFailure, match=f"stage {failing} failed"):
         run.run_jobs(jobs, _ThreeStages(failing=failing, at=at), 3, options, workers=workers)
     assert list(tmp_path.iterdir()) == []
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 def _fail_in(stage: str, at: int, patch: pytest.MonkeyPatch):
@@ -291,7 +253,7 @@ def test_an_error_in_each_stage_ends_the_run_with_it_and_no_output(
         with pytest.raises(StageFailure, match=f"{stage} failed"):
             run.run_jobs(jobs, transform, 3, options)
     assert list(out_folder.iterdir()) == []
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 def test_an_error_while_other_stages_wait_on_full_queues(tmp_path, clip, threads_before):
@@ -312,14 +274,14 @@ def test_an_error_while_other_stages_wait_on_full_queues(tmp_path, clip, threads
     with pytest.raises(StageFailure):
         run.run_jobs(jobs, slow_then_failing, 1, options)
     assert list(tmp_path.iterdir()) == []
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 def test_success_leaves_nothing_behind(tmp_path, clip, threads_before):
     options = run.ColorizeOptions()
     (result,) = run.run_jobs(run.plan([clip], tmp_path / "o.mp4", options), None, 4, options)
     assert result.frames == 24 and result.output.exists()
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -349,7 +311,7 @@ def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, thread
     finally:
         signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 def test_cpu_colorize_runs_two_single_threaded_generator_passes(
@@ -389,7 +351,7 @@ def test_cpu_colorize_runs_two_single_threaded_generator_passes(
         expected = [stream(frames[at : at + 3]) for at in range(0, len(frames), 3)]
     produced = np.stack(_read_video(tmp_path / "out.mkv", ffmpeg))
     np.testing.assert_array_equal(produced, np.concatenate(expected))
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 @pytest.mark.parametrize("model", ["lineart_model", "gray_model"])
@@ -409,7 +371,7 @@ def test_rendering_on_several_threads_changes_nothing(
     monkeypatch.setattr(colorizer_module, "render_workers", lambda count: min(count, 3))
     several = _batches(frames, colorizer.stream(params))
     np.testing.assert_array_equal(one, several)
-    _assert_nothing_left(threads_before)
+    assert_nothing_left(threads_before)
 
 
 class _IdentityGenerator(nn.Module):

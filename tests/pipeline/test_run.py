@@ -1,10 +1,7 @@
 """The streaming engine: planning outputs, concurrency, order, errors and cleanup."""
 
-import os
 import random
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,27 +11,7 @@ from celpaint.pipeline import run
 from celpaint.pipeline.sources import Source
 from celpaint.pipeline.video import VideoReader
 from tests.conftest import make_frames
-
-
-def _child_ffmpeg_processes() -> list[int]:
-    """PIDs of ffmpeg processes whose parent is this test process (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == os.getpid() and "ffmpeg" in name:
-            found.append(int(entry.name))
-    return found
-
-
-def _stage_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("celpaint-")]
+from tests.helpers import assert_nothing_left
 
 
 def _invert(frames: np.ndarray) -> np.ndarray:
@@ -60,7 +37,9 @@ def test_plan_rules(tmp_path, clip):
 
 
 @pytest.mark.parametrize("kind", ["video", "folder"])
-def test_concurrent_run_matches_sequential_under_random_delays(tmp_path, clip, ffmpeg, kind):
+def test_concurrent_run_matches_sequential_under_random_delays(
+    tmp_path, clip, ffmpeg, kind, threads_before
+):
     expected = [_invert(f) for f in VideoReader(clip, ffmpeg)]
     rng = random.Random(0)
 
@@ -91,53 +70,10 @@ def test_concurrent_run_matches_sequential_under_random_delays(tmp_path, clip, f
     assert len(produced) == len(expected)
     for want, got in zip(expected, produced, strict=True):
         np.testing.assert_array_equal(want, got)
-    assert _stage_threads() == [] and _child_ffmpeg_processes() == []
+    assert_nothing_left(threads_before)
 
 
-class _Boom(Exception):
-    pass
-
-
-@pytest.mark.parametrize("stage", ["decode", "transform", "encode"])
-def test_an_error_in_any_stage_ends_the_run_with_it_and_no_output(tmp_path, clip, stage):
-    out = tmp_path / "out.mp4"
-    options = run.ColorizeOptions()
-    calls = {"n": 0}
-
-    def transform(frames):
-        calls["n"] += 1
-        if stage == "transform" and calls["n"] == 2:
-            raise _Boom("transform failed")
-        return frames
-
-    original_frames = Source.frames
-
-    def failing_frames(self):
-        for index, frame in enumerate(original_frames(self)):
-            if stage == "decode" and index == 7:
-                raise _Boom("decode failed")
-            yield frame
-
-    original_write = run._VideoSink.write
-
-    def failing_write(self, name, rgb):
-        if stage == "encode" and self.frames_written == 5:
-            raise _Boom("encode failed")
-        original_write(self, name, rgb)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Source, "frames", failing_frames)
-        patch.setattr(run._VideoSink, "write", failing_write)
-        jobs = run.plan([clip], out, options)
-        started = time.perf_counter()
-        with pytest.raises(_Boom, match=f"{stage} failed"):
-            run.run_jobs(jobs, transform, 3, options)
-    assert time.perf_counter() - started < 30
-    assert list(tmp_path.iterdir()) == []
-    assert _stage_threads() == [] and _child_ffmpeg_processes() == []
-
-
-def test_interrupt_stops_every_stage_and_process(tmp_path, clip):
+def test_interrupt_stops_every_stage_and_process(tmp_path, clip, threads_before):
     out = tmp_path / "out.mp4"
     options = run.ColorizeOptions()
 
@@ -148,7 +84,7 @@ def test_interrupt_stops_every_stage_and_process(tmp_path, clip):
     with pytest.raises(KeyboardInterrupt):
         run.run_jobs(jobs, interrupted, 4, options)
     assert list(tmp_path.iterdir()) == []
-    assert _stage_threads() == [] and _child_ffmpeg_processes() == []
+    assert_nothing_left(threads_before)
 
 
 def test_a_dead_encoder_is_reported(tmp_path, clip, monkeypatch):
