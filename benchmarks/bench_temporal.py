@@ -88,7 +88,10 @@ def hard_cut(colorizer: Colorizer, clip: Path, work: Path, ffmpeg: str, batch: i
     """Colorize [first half | mirrored second half] and the mirrored half alone; compare."""
     frames = read_frames(clip, ffmpeg)
     # The cut falls on a batch boundary, so the generator sees the same batches both times
-    # and any difference could only come from state crossing the cut.
+    # and any difference could only come from state crossing the cut. Batches of at most a
+    # quarter of the clip keep the cut inside it (a large GPU batch would put it at frame 0,
+    # where there is nothing to cross).
+    batch = max(1, min(batch, len(frames) // 4))
     cut = len(frames) // 2 // batch * batch
     after = [np.ascontiguousarray(frame[:, ::-1]) for frame in frames[cut:]]
     both = write_folder(work / "cut_input", frames[:cut] + after)

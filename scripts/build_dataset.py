@@ -77,6 +77,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from celpaint.pipeline.frames import write_image, write_text
 from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams, xdog
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -644,18 +645,6 @@ def compose_frame(
 # ---------------------------------------------------------------------------------------------
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Atomic PNG write (temp file + rename), RGB or gray uint8."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError(f"could not encode {path}")
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_bytes(encoded.tobytes())
-    os.replace(temp, path)
-
-
 def scan(
     roots: list[Path],
     base: Path,
@@ -697,9 +686,7 @@ def scan(
         cache[rel] = asdict(result) if isinstance(result, Asset) else result
     if cache_path is not None and todo:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        temp = cache_path.with_name(cache_path.name + ".partial")
-        temp.write_text(json.dumps({"key": key, "entries": cache}))
-        os.replace(temp, cache_path)
+        write_text(cache_path, json.dumps({"key": key, "entries": cache}))
     assets, skipped = [], Counter()
     for rel in relatives:
         entry = cache[rel]
@@ -797,8 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _render(task) -> tuple[str, dict]:
     seed, index, root, pools, width, height, params, out = task
     frame, record = compose_frame(seed, index, root, pools, width, height)
-    write_png(out / "color" / f"{record.name}.png", frame)
-    write_png(out / "sketch" / f"{record.name}.png", xdog(frame, params))
+    write_image(out / "color" / f"{record.name}.png", frame)
+    write_image(out / "sketch" / f"{record.name}.png", xdog(frame, params))
     return record.name, {"background": record.background, "objects": record.objects}
 
 
@@ -922,9 +909,7 @@ def build(args: argparse.Namespace, argv: list[str]) -> dict:
         ],
         "frames": {name: frames[name] for name in sorted(frames)},
     }
-    temp = out / ".manifest.json.partial"
-    temp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, out / "manifest.json")
+    write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     log(f"wrote {len(frames)} pairs to {out} in {time.time() - started:.0f} s")
     return manifest
 

@@ -49,20 +49,14 @@ def celpaint(*args: str) -> None:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr}")
 
 
-def has_option(command: str, option: str) -> bool:
-    result = subprocess.run(
-        [sys.executable, "-m", "celpaint", command, "--help"], capture_output=True, text=True
-    )
-    return option in result.stdout
-
-
 def evaluate(prediction: Path, truth: Path, json_path: Path) -> dict[str, float]:
     celpaint("evaluate", str(prediction), str(truth), "--json", str(json_path), "--quiet")
     return json.loads(json_path.read_text())["mean"]
 
 
 def mean_color(folder: Path, limit: int = 1000) -> list[int]:
-    """Mean sRGB color of (up to ``limit``, evenly spaced) training frames, 0-255."""
+    """Mean sRGB color of evenly spaced training frames (every ``len // limit``-th, so between
+    ``limit`` and ``2 * limit - 1`` of them), 0-255."""
     files = list_images(folder)
     files = files[:: max(1, len(files) // limit)]
     total = sum(read_image(path).reshape(-1, 3).mean(axis=0) for path in files)
@@ -139,10 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             output = out_dir / ("colorized.mp4" if is_clip else "colorized")
             command = ["colorize", str(source), "-o", str(output), "--model", checkpoint]
             command += ["--overwrite", "--quiet"]
-            if is_clip:
-                command += ["--lossless"]
-            elif has_option("colorize", "--no-temporal"):
-                command += ["--no-temporal"]
+            # Still frames are scored one by one: no smoothing across unrelated frames.
+            command += ["--lossless"] if is_clip else ["--no-temporal"]
             started = time.perf_counter()
             celpaint(*command)
             seconds = time.perf_counter() - started

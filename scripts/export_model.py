@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from celpaint.models import zoo
 from celpaint.models.checkpoint import load_model, save_model
 from celpaint.pipeline.colorizer import Colorizer
 from celpaint.pipeline.flow import to_gray
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    source = args.run / "generator" if (args.run / "generator").is_dir() else args.run
+    source = zoo.generator_directory(args.run)
     model, config = load_model(source)
     if args.trained_on:
         config.trained_on = args.trained_on
@@ -98,13 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.calibrate:
         colorizer = Colorizer(model, config, device="cpu")
         kind = "lineart" if config.input_kind == "lineart" else "grayscale"
-        results = calibrate(colorizer, load_pairs(args.calibrate, kind, args.limit))
+        pairs = load_pairs(args.calibrate, kind, args.limit)
+        results = calibrate(colorizer, pairs)
         for scale, error in results.items():
             print(f"chroma_scale {scale:.2f}: mean dE2000 {error:.3f}")
         config.chroma_scale = choose_scale(results, args.tolerance)
         report["calibration"] = {
             "data": str(args.calibrate),
-            "pairs": args.limit,
+            "pairs": len(pairs),
             "mean_ciede2000": {str(k): v for k, v in results.items()},
         }
         print(f"chose chroma_scale {config.chroma_scale}")

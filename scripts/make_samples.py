@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_dataset as bd  # noqa: E402  (a sibling script, not a package)
 
+from celpaint.pipeline.frames import write_image, write_text  # noqa: E402
 from celpaint.pipeline.lineart import DEFAULT_PARAMS, xdog  # noqa: E402
 from celpaint.pipeline.media import find_ffmpeg  # noqa: E402
 from celpaint.pipeline.video import VideoWriter  # noqa: E402
@@ -242,10 +242,6 @@ def tone(path: Path, ffmpeg: str) -> None:
         raise SystemExit(f"error: ffmpeg could not make the audio track: {result.stderr.strip()}")
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    bd.write_png(path, image)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -291,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "pairs" / sub).mkdir(parents=True, exist_ok=True)
     for index in range(PAIRS):
         frame = pair_frame(world, sprites, rng)
-        write_png(out / "pairs" / "color" / f"{index:03d}.png", frame)
-        write_png(out / "pairs" / "sketch" / f"{index:03d}.png", xdog(frame, params))
+        write_image(out / "pairs" / "color" / f"{index:03d}.png", frame)
+        write_image(out / "pairs" / "sketch" / f"{index:03d}.png", xdog(frame, params))
 
     manifest = {
         "description": "celpaint samples: a 4 s clip and 32 paired frames of one clip-art show",
@@ -316,9 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             if p.is_file() and p.name not in ("MANIFEST.json", "README.md")
         ),
     }  # fmt: skip
-    temp = out / ".MANIFEST.json.partial"
-    temp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, out / "MANIFEST.json")
+    write_text(out / "MANIFEST.json", json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,6 @@ from rich.table import Table
 
 from celpaint.cli.options import FFmpeg, Quiet
 from celpaint.cli.progress import stderr_console
-from celpaint.errors import ProcessingError
 
 # Per-frame rows are shown for short inputs; longer ones show the mean (and the JSON has all).
 _FRAME_ROWS = 30
@@ -47,13 +45,9 @@ def _write_json(path: Path, data: dict) -> None:
     if str(path) == "-":
         sys.stdout.write(text)
         return
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    except OSError as error:
-        temp.unlink(missing_ok=True)
-        raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None
+    from celpaint.pipeline.frames import write_text
+
+    write_text(path, text)
 
 
 def evaluate_command(

@@ -64,6 +64,7 @@ from celpaint.errors import CelpaintError, CheckpointError, InputError
 from celpaint.models import registry
 from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, load_model, save_model
 from celpaint.models.losses import GanRecipe, recipe_for
+from celpaint.pipeline.frames import atomic_path, write_image, write_text
 
 log = logging.getLogger("celpaint")
 
@@ -72,6 +73,8 @@ ModelKind = Literal["pix2pix", "lab"]
 STATE_NAME = "train_state.pt"
 STATE_FORMAT = 1
 LOSS_NAMES = ("g_adv", "g_pixel", "g_total", "d_real", "d_fake", "d_total")
+# The columns of losses.csv.
+LOSS_COLUMNS = ["step", "epoch", *LOSS_NAMES, "lr"]
 RUN_FILES = (
     "generator",
     "discriminator",
@@ -548,9 +551,7 @@ def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _as_tuple(value):
     # random.setstate wants tuples; a state that went through a list-producing path is fixed.
-    if isinstance(value, list):
-        return tuple(_as_tuple(v) for v in value)
-    if isinstance(value, tuple):
+    if isinstance(value, (list, tuple)):
         return tuple(_as_tuple(v) for v in value)
     return value
 
@@ -561,13 +562,8 @@ def _as_tuple(value):
 def save_train_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` atomically (temp file beside it, then a rename)."""
     path = Path(path)
-    temp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as temp:
         torch.save(state, temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -683,28 +679,6 @@ class TrainProgress:
 # -- the run directory -----------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        Image.fromarray(rgb).save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an output folder that holds something else, before anything is read or written."""
     if out.exists() and not out.is_dir():
@@ -786,11 +760,11 @@ class RunWriter:
 
     def _write_losses(self, rows: Iterable[dict[str, Any]]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["step", "epoch", *LOSS_NAMES, "lr"])
+        writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
-        _atomic_write_text(self.losses_path, buffer.getvalue())
+        write_text(self.losses_path, buffer.getvalue())
 
     def log(self, step: int, epoch: int, losses: dict[str, float], lr: float) -> None:
         row = {"step": step, "epoch": epoch, **{k: losses[k] for k in LOSS_NAMES}, "lr": lr}
@@ -805,7 +779,7 @@ class RunWriter:
             self._write_losses(self.rows)
         else:
             with self.losses_path.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["step", "epoch", *LOSS_NAMES, "lr"])
+                writer = csv.DictWriter(handle, fieldnames=LOSS_COLUMNS)
                 for row in self.pending:
                     writer.writerow(row)
         self.pending.clear()
@@ -816,7 +790,7 @@ class RunWriter:
         self.metrics = [e for e in self.metrics if e["epoch"] != entry["epoch"]] + [entry]
         data = {"model": model, "metrics": ["psnr", "ssim", "ciede2000", "accuracy"],
                 "epochs": self.metrics}  # fmt: skip
-        _atomic_write_text(self.metrics_path, json.dumps(json_safe(data), indent=2) + "\n")
+        write_text(self.metrics_path, json.dumps(json_safe(data), indent=2) + "\n")
 
     def plot(self) -> None:
         """Draw ``loss_curves.png`` (matplotlib's Agg canvas; pyplot's global state untouched)."""
@@ -834,21 +808,21 @@ class RunWriter:
         )
         for index, (title, names) in enumerate(panels):
             axes = figure.add_subplot(1, 2, index + 1)
+            positive = True
             for name in names:
                 values = np.array([row[name] for row in self.rows], dtype=float)
+                positive = positive and values.min() > 0
                 axes.plot(steps, values, alpha=0.25, linewidth=0.8)
                 axes.plot(steps, _smooth(values), label=name, color=axes.lines[-1].get_color())
             axes.set_title(title)
             axes.set_xlabel("step")
-            axes.set_yscale("log" if title == "generator" and values.min() > 0 else "linear")
+            # A log scale only where every series drawn on it is positive.
+            axes.set_yscale("log" if title == "generator" and positive else "linear")
             axes.legend(loc="upper right", fontsize="small")
             axes.grid(alpha=0.3)
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        temp = self.out / ".loss_curves.png.partial"
-        temp.write_bytes(buffer.getvalue())
-        os.replace(temp, self.out / "loss_curves.png")
+        with atomic_path(self.out / "loss_curves.png") as temp:
+            figure.savefig(temp, format="png")
 
 
 def _smooth(values: np.ndarray, window: int = 0) -> np.ndarray:
@@ -1017,18 +991,11 @@ def resolve_resume(config: TrainConfig, saved: dict[str, Any], explicit: set[str
     return TrainConfig.from_dict(merged)
 
 
-def _init_directory(name: str) -> Path:
-    from celpaint.models import zoo
-
-    directory = zoo.resolve(name)
-    if not (directory / CONFIG_NAME).exists() and (directory / "generator").is_dir():
-        directory = directory / "generator"
-    return directory
-
-
 def _load_init(config: TrainConfig, explicit: set[str]):
     """Load ``--init``: the generator (and a matching discriminator of a run directory)."""
-    directory = _init_directory(config.init)
+    from celpaint.models import zoo
+
+    directory = zoo.generator_directory(config.init)
     generator, model_config = load_model(directory)
     wanted = (config.input_kind, config.output_kind)
     if (model_config.input_kind, model_config.output) != wanted:
@@ -1038,10 +1005,8 @@ def _load_init(config: TrainConfig, explicit: set[str]):
             f"but --model {config.model} trains {wanted[0]} -> {wanted[1]}; use --model {other}"
         )
     if model_config.arch == "unet":
-        for name, key in (("depth", "depth"), ("base_channels", "base_channels"),
-                          ("max_channels", "max_channels"), ("norm", "norm"),
-                          ("dropout", "dropout")):  # fmt: skip
-            value = model_config.arch_args.get(key, getattr(config, name))
+        for name in ("depth", "base_channels", "max_channels", "norm", "dropout"):
+            value = model_config.arch_args.get(name, getattr(config, name))
             if name in explicit and value != getattr(config, name):
                 raise InputError(
                     f"--init {config.init} fixes the generator's {name} to {value!r}; drop "
@@ -1182,12 +1147,8 @@ def _prepare(
             f"layers (at least {smallest}); use a larger --crop or fewer --disc-layers"
         )
 
-    spec = DataSpec(
-        sketch=config.sketch, color=config.color, aligned=config.aligned, val=config.val,
-        val_sketch=config.val_sketch, val_fraction=config.val_fraction, match=config.match,
-        aligned_order=config.aligned_order, frame_step=config.frame_step,
-        on_error=config.on_error, cache=config.cache,
-    )  # fmt: skip
+    # TrainConfig carries DataSpec's fields under the same names (one flat set of options).
+    spec = DataSpec(**{data.name: getattr(config, data.name) for data in fields(DataSpec)})
     train_set, val_set, report = build_datasets(
         spec, config.model == "pix2pix", config.crop, config.work_size,
         min_train=config.batch_size * dist.world_size, ffmpeg=config.ffmpeg,
@@ -1382,7 +1343,7 @@ class _Run:
             columns.append((shown, generated, rgb))
         if columns and self.writer is not None:
             grid = sample_grid(columns, config.crop)
-            _atomic_write_png(self.out / "samples" / f"epoch_{epoch:03d}.png", grid)
+            write_image(self.out / "samples" / f"epoch_{epoch:03d}.png", grid)
         if not len(self.val_set):
             return {}
         limit = len(self.val_set) if config.val_limit == 0 else config.val_limit

@@ -34,6 +34,15 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+def generator_directory(name_or_path: str | os.PathLike) -> Path:
+    """``resolve``, then into ``generator/`` when given a training run directory (which holds
+    the generator there, beside its discriminator)."""
+    directory = resolve(name_or_path)
+    if not (directory / CONFIG_NAME).exists() and (directory / "generator").is_dir():
+        return directory / "generator"
+    return directory
+
+
 def describe() -> list[tuple[str, ModelConfig]]:
     """``(name, config)`` of every shipped model."""
     return [(name, read_config(path)) for name, path in shipped_models().items()]

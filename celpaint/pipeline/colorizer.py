@@ -156,11 +156,7 @@ class Colorizer:
         cls, name_or_path: str | os.PathLike = zoo.DEFAULT_MODEL, **kwargs
     ) -> Colorizer:
         """Load a shipped model by name, or a checkpoint (or training run) directory."""
-        directory = zoo.resolve(name_or_path)
-        # A training run directory holds the generator in a subfolder.
-        if not (directory / "config.json").exists() and (directory / "generator").is_dir():
-            directory = directory / "generator"
-        model, config = load_model(directory)
+        model, config = load_model(zoo.generator_directory(name_or_path))
         return cls(model, config, **kwargs)
 
     def _default_batch_size(self) -> int:

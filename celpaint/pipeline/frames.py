@@ -5,9 +5,11 @@ Frames are uint8 RGB arrays of shape ``(H, W, 3)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -105,6 +107,31 @@ def image_size(path: Path) -> tuple[int, int]:
         return frame.shape[1], frame.shape[0]
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to: renamed to ``path`` when the block ends,
+    deleted if it fails, so ``path`` is never seen half written."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        yield temp
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text to ``path`` atomically (see ``atomic_path``)."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as temp:
+            temp.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None
+    return path
+
+
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write a uint8 RGB ``(H, W, 3)`` (or gray ``(H, W)``) image atomically.
 
@@ -120,12 +147,10 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
         raise ProcessingError(f"could not encode {path.name} as {suffix}")
-    temp = path.with_name(f".{path.name}.partial{suffix}")
     try:
-        temp.write_bytes(encoded.tobytes())
-        os.replace(temp, path)
+        with atomic_path(path) as temp:
+            temp.write_bytes(encoded.tobytes())
     except OSError as error:
-        temp.unlink(missing_ok=True)
         raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 

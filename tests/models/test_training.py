@@ -384,3 +384,15 @@ def test_cuda_mixed_precision_run(pairs, tmp_path):
     # Mixed precision is on by default on CUDA: the gradient scalers have state to resume.
     assert trainer_state["scaler_g"] and trainer_state["scaler_d"]
     assert all(torch.isfinite(v).all() for v in _weights(out / "generator").values())
+
+
+def test_train_config_carries_every_data_option_with_its_default():
+    # train() builds its DataSpec from the TrainConfig fields of the same names.
+    from dataclasses import fields
+
+    from celpaint.pipeline.datasets import DataSpec
+
+    train_defaults = {field.name: field.default for field in fields(TrainConfig)}
+    for field in fields(DataSpec):
+        assert field.name in train_defaults
+        assert train_defaults[field.name] == field.default, field.name
