@@ -306,7 +306,7 @@ def color_examples(
                     line_art = fit_to_work_size((line_art_fn or _extract_line_art)(rgb), work_size)
                 # A copy: decoded frames can be read-only views of the decoder's buffer.
                 pair = (line_art, np.array(fit_to_work_size(rgb, work_size)))
-                name = source.info.names[index] if index < len(source.info.names) else str(index)
+                name = source.info.name(index)
                 examples.append(Example(name, pair=pair))
             if progress is not None:
                 progress(index + 1, max(total, index + 1))

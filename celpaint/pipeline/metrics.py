@@ -234,7 +234,6 @@ def evaluate(
                 f"{ground_truth} is {truth.info.width}x{truth.info.height}; the warping error "
                 "needs the clip that was colorized, at the same size"
             )
-        names = truth.info.names
         total = max(truth.info.frame_count, 1)
         predicted_frames, true_frames = predicted.frames(), truth.frames()
         index = 0
@@ -255,7 +254,7 @@ def evaluate(
                     f"frame {index + 1} differs in size: {a.shape[1]}x{a.shape[0]} in "
                     f"{prediction}, {b.shape[1]}x{b.shape[0]} in {ground_truth}"
                 )
-            name = names[index] if index < len(names) else f"frame_{index + 1:06d}"
+            name = truth.info.name(index)
             row = {"name": name, **frame_metrics(a, b, threshold)}
             if meter is not None:
                 frame = next(input_frames, None)

@@ -24,7 +24,7 @@ import numpy as np
 from celpaint.errors import InputError
 from celpaint.pipeline.frames import IMAGE_EXTENSIONS, FrameFolderWriter, write_image
 from celpaint.pipeline.media import find_ffmpeg
-from celpaint.pipeline.sources import Source, frame_name, open_source
+from celpaint.pipeline.sources import Source, open_source
 from celpaint.pipeline.temporal import TemporalParams
 from celpaint.pipeline.video import WRITABLE_EXTENSIONS, VideoWriter, check_preset
 
@@ -500,7 +500,7 @@ def run_job(
         for index, frame in enumerate(job.source.frames()):
             if stop.is_set():
                 return
-            name = info.names[index] if index < len(info.names) else frame_name(index)
+            name = info.name(index)
             if sink.is_done(name):
                 skipped += 1
                 progress.advance(1)

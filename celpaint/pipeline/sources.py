@@ -29,7 +29,8 @@ class SourceInfo:
     Attributes:
         fps: exact frame rate of a video; None for folders and images.
         frame_count: number of frames (for video, counted from the packets before decoding).
-        names: output stem of each frame (input file stems, or ``frame_000001``...).
+        paths: the image files of a folder (in natural order) or the image itself; the frames
+            are read from exactly these. Empty for a video.
         media: the probe result of a video (audio streams and so on), else None.
     """
 
@@ -39,8 +40,13 @@ class SourceInfo:
     height: int
     frame_count: int
     fps: Fraction | None = None
-    names: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
     media: MediaInfo | None = None
+
+    def name(self, index: int) -> str:
+        """Output stem of the ``index``-th (0-based) frame: its file's stem, or
+        ``frame_000001``... for the frames of a video."""
+        return self.paths[index].stem if index < len(self.paths) else frame_name(index)
 
 
 def frame_name(index: int) -> str:
@@ -69,9 +75,8 @@ class Source:
             self._reader = VideoReader(info.path, self._ffmpeg, info=info.media)
             yield from self._reader
             return
-        paths = list_images(info.path) if info.kind == "folder" else [info.path]
         transparent = 0
-        for path in paths:
+        for path in info.paths:
             frame, had_alpha = decode_image(path)
             if had_alpha and not transparent:
                 log.warning("%s has transparency: composited on white", path.name)
@@ -106,13 +111,12 @@ def open_source(path: str | os.PathLike, ffmpeg: str | None = None) -> Source:
         return Source(_folder_info(path))
     if is_image(path):
         width, height = image_size(path)
-        return Source(SourceInfo(path, "image", width, height, 1, names=[path.stem]))
+        return Source(SourceInfo(path, "image", width, height, 1, paths=[path]))
     if path.is_file():  # anything else ffmpeg can read as a video
         ffmpeg = find_ffmpeg(ffmpeg)
         media = probe(path, ffmpeg)
-        names = [frame_name(i) for i in range(media.frame_count)]
         info = SourceInfo(
-            path, "video", media.width, media.height, media.frame_count, media.fps, names, media
+            path, "video", media.width, media.height, media.frame_count, media.fps, media=media
         )
         return Source(info, ffmpeg)
     raise InputError(f"{path} is neither a video, an image nor a folder of images")
@@ -149,4 +153,4 @@ def _folder_info(folder: Path) -> SourceInfo:
             f"{folder} holds several images named {twice!r} with different extensions; their "
             "outputs would collide, so rename one"
         )
-    return SourceInfo(folder, "folder", width, height, len(images), names=names)
+    return SourceInfo(folder, "folder", width, height, len(images), paths=images)
