@@ -217,32 +217,36 @@ class Colorizer:
     def predict_work_lab(self, rgb: torch.Tensor, geometry: WorkGeometry) -> np.ndarray:
         """Run the generator; returns float32 L*a*b* ``(B, h, w, 3)`` at the work size on the CPU.
 
+        Args:
+            rgb: the frames already at the work size (``to_tensor``; gray ``(B, 1, h, w)``
+                for line-art models), as ``FrameStream.predict`` prepares them.
+            geometry: their ``geometry`` (not scaled).
+
         In OpenCV's convention (``upsample.rgb_to_lab``), which the smoothing and the native
-        rendering use. For ``ab`` models L* is the (scaled) input's. a*b* are multiplied by the
+        rendering use. For ``ab`` models L* is the input's. a*b* are multiplied by the
         model's calibrated ``chroma_scale``.
         """
+        source = self.network_input(rgb, geometry)
+        output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
         if self.config.output == "rgb":
-            predicted = self.predict_rgb(rgb, geometry).clamp_(0, 1)
-            frames = predicted.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            frames = color.denormalize_unit(output).permute(0, 2, 3, 1).contiguous().cpu().numpy()
             # The conversion is per pixel, so the batch goes through as one tall image: no
             # per-frame calls and no copy to stack them.
             batch, height, width = frames.shape[:3]
             tall = frames.reshape(batch * height, width, 3)
             lab = upsample.rgb_to_lab(tall).reshape(batch, height, width, 3)
         else:
-            lab = self.predict_lab(rgb, geometry).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            l_channel = color.denormalize_l(
+                source[..., : geometry.work_height, : geometry.work_width]
+            )
+            lab = torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
+            lab = lab.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         if self.config.chroma_scale != 1.0:
             # One per-channel multiply over the batch as a tall image: several times faster
             # than numpy's on the strided a*b* view.
             tall = lab.reshape(-1, lab.shape[2], 3)
             cv2.multiply(tall, (1.0, self.config.chroma_scale, self.config.chroma_scale), dst=tall)
         return lab
-
-    def predict_rgb(self, rgb: torch.Tensor, geometry: WorkGeometry | None = None) -> torch.Tensor:
-        """Run an ``rgb`` generator; returns RGB ``(B, 3, h, w)`` in [0, 1] at the work size."""
-        geometry = geometry or self.geometry(rgb.shape[-2], rgb.shape[-1])
-        output = self.run_generator(self.network_input(rgb, geometry))
-        return color.denormalize_unit(output[..., : geometry.work_height, : geometry.work_width])
 
     def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``(B, H, W, C)`` -> float32 ``(B, C, H, W)`` in [0, 1] on the device."""
@@ -254,15 +258,10 @@ class Colorizer:
         return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
     def network_input(self, rgb: torch.Tensor, geometry: WorkGeometry) -> torch.Tensor:
-        """RGB ``(B, 3, H, W)`` -> the normalised, scaled and padded ``(B, 1, h', w')`` input.
-
-        A line-art model also takes gray ``(B, 1, H, W)`` frames (Rec. 601 luma) as they are.
-        """
+        """RGB ``(B, 3, h, w)`` at the work size -> the normalised, padded ``(B, 1, h', w')``
+        input. A line-art model also takes gray ``(B, 1, h, w)`` frames (Rec. 601 luma)."""
         if geometry.scaled:
-            rgb = F.interpolate(
-                rgb, (geometry.work_height, geometry.work_width), mode="bilinear",
-                antialias=True, align_corners=False,
-            )  # fmt: skip
+            raise ValueError("network_input takes frames already at the work size")
         if self.input_kind == "lineart":
             gray = rgb if rgb.shape[1] == 1 else color.rgb_to_gray(rgb)
             source = color.normalize_unit(gray.clamp(0, 1))
@@ -274,19 +273,6 @@ class Colorizer:
             # Replicate the border: zeros would read as a black frame edge (a line) to the model.
             source = F.pad(source, (0, pad_right, 0, pad_bottom), mode="replicate")
         return source
-
-    def predict_lab(self, rgb: torch.Tensor, geometry: WorkGeometry | None = None) -> torch.Tensor:
-        """Run the generator; returns L*a*b* ``(B, 3, h, w)`` at the work size (float32).
-
-        For ``ab`` models L* is the input's; for ``rgb`` models everything is predicted.
-        """
-        if self.config.output == "rgb":
-            return color.rgb_to_lab(self.predict_rgb(rgb, geometry))
-        geometry = geometry or self.geometry(rgb.shape[-2], rgb.shape[-1])
-        source = self.network_input(rgb, geometry)
-        output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
-        l_channel = color.denormalize_l(source[..., : geometry.work_height, : geometry.work_width])
-        return torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
 
     def _forward(self, source: torch.Tensor) -> torch.Tensor:
         source = source.to(self.dtype).contiguous(memory_format=torch.channels_last)
