@@ -108,6 +108,12 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel and/or ``torch.compile`` wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def save_model(
     model: nn.Module,
     directory: str | os.PathLike,
@@ -127,9 +133,8 @@ def save_model(
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    state = _strip_prefix(model.state_dict())
+    # Unwrapped, the keys carry no wrapper prefix (``_strip_prefix`` is for loading others').
+    state = unwrap(model).state_dict()
     tensors = {}
     for name, tensor in state.items():
         tensor = tensor.detach().cpu()

@@ -62,7 +62,7 @@ from torch import nn
 from celpaint import color
 from celpaint.errors import CelpaintError, CheckpointError, InputError
 from celpaint.models import registry
-from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, load_model, save_model
+from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, load_model, save_model, unwrap
 from celpaint.models.losses import GanRecipe, recipe_for
 from celpaint.pipeline.frames import atomic_path, write_image, write_text
 
@@ -302,10 +302,6 @@ class TrainBatch:
     prediction: torch.Tensor | None = None
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    return getattr(module, "module", module)
-
-
 class Trainer:
     """The two networks, their optimizers and schedulers, and one GAN step.
 
@@ -424,7 +420,7 @@ class Trainer:
         # The discriminator is only a judge here: calling the bare module (not its DDP
         # wrapper) skips a gradient all-reduce that nothing would use, and freezing its
         # parameters keeps their gradients from being computed at all.
-        judge = _unwrap(self.discriminator)
+        judge = unwrap(self.discriminator)
         for parameter in judge.parameters():
             parameter.requires_grad_(False)
         try:
@@ -469,7 +465,7 @@ class Trainer:
         Returns:
             uint8 ``(H, W, 3)`` RGB.
         """
-        generator = _unwrap(self.generator)
+        generator = unwrap(self.generator)
         was_training = generator.training
         generator.eval()
         try:
@@ -511,8 +507,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "step": self.step,
-            "generator": _cpu_state(_unwrap(self.generator).state_dict()),
-            "discriminator": _cpu_state(_unwrap(self.discriminator).state_dict()),
+            "generator": _cpu_state(unwrap(self.generator).state_dict()),
+            "discriminator": _cpu_state(unwrap(self.discriminator).state_dict()),
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
             "scheduler_g": self.scheduler_g.state_dict(),
@@ -523,8 +519,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng: bool = True) -> None:
-        _unwrap(self.generator).load_state_dict(state["generator"])
-        _unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         self.scheduler_g.load_state_dict(state["scheduler_g"])

@@ -133,13 +133,18 @@ def _dog(channel: np.ndarray, sigma: float, k: float, tau: float) -> np.ndarray:
     return inner - tau * outer
 
 
-_DISC5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+@functools.cache
+def _disc(size: int) -> np.ndarray:
+    """An elliptical structuring element ``size`` pixels across (built once per size)."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
 def _ramp(response: np.ndarray, params: LineArtParams) -> np.ndarray:
     """The XDoG soft threshold: 1 at and above epsilon, a tanh ramp towards 0 below it."""
     ramp = 1.0 + np.tanh(np.float32(params.phi) * (response - np.float32(params.epsilon)))
-    return np.where(response >= params.epsilon, np.float32(1.0), ramp).astype(np.float32)
+    return np.where(response >= params.epsilon, np.float32(1.0), ramp).astype(
+        np.float32, copy=False
+    )
 
 
 def _lab_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -165,13 +170,13 @@ def xdog_response(image: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -> 
         # Because |DoG| marks both sides, a hue edge that also has a lightness line (white paper
         # against a dark red outline) would get a second, parallel line. So hue lines are kept
         # only where no lightness line lies within two pixels: they fill the gaps, nothing more.
-        near_line = cv2.erode(soft, _DISC5, borderType=cv2.BORDER_REFLECT_101) < 0.5
+        near_line = cv2.erode(soft, _disc(5), borderType=cv2.BORDER_REFLECT_101) < 0.5
         soft = np.where(near_line, soft, np.minimum(soft, _ramp(response, params)))
     if params.stroke_width > 1:
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.stroke_width,) * 2)
         closed = cv2.morphologyEx(
-            lightness, cv2.MORPH_CLOSE, disc, borderType=cv2.BORDER_REFLECT_101
-        )
+            lightness, cv2.MORPH_CLOSE, _disc(params.stroke_width),
+            borderType=cv2.BORDER_REFLECT_101,
+        )  # fmt: skip
         half = np.float32(params.stroke_contrast / 2)
         stroke = 1.0 - (closed - lightness - half) / half
         soft = np.minimum(soft, stroke)
@@ -180,11 +185,10 @@ def xdog_response(image: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -> 
         if params.ink_width > 1:
             # An opening keeps the dark areas at least ink_width across; those stay paper.
             dark = (ink < 1.0).astype(np.uint8)
-            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.ink_width,) * 2)
-            wide = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disc).astype(bool)
+            wide = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _disc(params.ink_width)).astype(bool)
             ink = np.where(wide, np.float32(1.0), ink)
         soft = np.minimum(soft, ink)
-    return np.clip(soft, 0.0, 1.0).astype(np.float32)
+    return np.clip(soft, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def xdog(rgb: np.ndarray, params: LineArtParams = DEFAULT_PARAMS, **overrides) -> np.ndarray:

@@ -342,7 +342,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, report: str
         result = train(TrainConfig(**config), handle_signals=False)
         # Each process's own generator after training, gathered: DDP must have kept them in
         # sync, and they must be what rank 0 saved.
-        generator = training._unwrap(trainers[-1].generator)
+        generator = training.unwrap(trainers[-1].generator)
         local = torch.cat([p.detach().flatten() for p in generator.parameters()])
         gathered = [torch.zeros_like(local) for _ in range(world_size)]
         torch.distributed.all_gather(gathered, local)
@@ -357,6 +357,9 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, report: str
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
+    # The work is done and reported. Leave without C++ teardown: gloo's threads have, rarely,
+    # aborted a process during interpreter exit, which failed the test after the fact.
+    os._exit(0)
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
