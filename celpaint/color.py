@@ -19,8 +19,8 @@ AB_SCALE = 110.0
 NORMALISATION = {
     "rgb": "rgb * 2 - 1",
     "lineart": "gray * 2 - 1",
-    "l": "L / 50 - 1",
-    "ab": "ab / 110",
+    "l": f"L / {L_SCALE:g} - 1",
+    "ab": f"ab / {AB_SCALE:g}",
 }
 
 

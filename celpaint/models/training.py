@@ -1329,24 +1329,30 @@ class _Run:
         from celpaint.pipeline.metrics import frame_metrics, mean_metrics
 
         trainer, config = self.trainer, self.config
+        validating = len(self.val_set) > 0
         # Without validation data the grid shows training frames (whole, not cropped).
-        grid_set = self.val_set if len(self.val_set) else self.train_set
-        columns = []
-        for index in range(min(config.samples, len(grid_set))):
+        grid_set = self.val_set if validating else self.train_set
+        shown = min(config.samples, len(grid_set))
+        scored = 0
+        if validating:
+            scored = len(self.val_set) if config.val_limit == 0 else config.val_limit
+            scored = min(scored, len(self.val_set))
+        # The grid's frames are the first validation frames: each is colorized once for both.
+        columns, rows = [], []
+        for index in range(max(shown, scored)):
             line_art, rgb = grid_set.pair(index)
             generated = trainer.colorize(line_art, rgb)
-            shown = line_art if line_art is not None else _l_as_rgb(rgb)
-            columns.append((shown, generated, rgb))
+            if index < shown:
+                columns.append(
+                    (line_art if line_art is not None else _l_as_rgb(rgb), generated, rgb)
+                )
+            if index < scored:
+                rows.append(frame_metrics(generated, rgb))
         if columns and self.writer is not None:
             grid = sample_grid(columns, config.crop)
             write_image(self.out / "samples" / f"epoch_{epoch:03d}.png", grid)
-        if not len(self.val_set):
+        if not validating:
             return {}
-        limit = len(self.val_set) if config.val_limit == 0 else config.val_limit
-        rows = []
-        for index in range(min(limit, len(self.val_set))):
-            line_art, rgb = self.val_set.pair(index)
-            rows.append(frame_metrics(trainer.colorize(line_art, rgb), rgb))
         metrics = mean_metrics(rows)
         if self.writer is not None:
             entry = {"epoch": epoch, "step": trainer.step, "frames": len(rows), **metrics}

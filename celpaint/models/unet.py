@@ -86,9 +86,6 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"depth must be at least 2, got {depth}")
         if norm not in ("batch", "instance", "none"):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.depth = depth
         self.size_multiple = 2**depth
 
         widths = [min(base_channels * 2**i, max_channels) for i in range(depth)]

@@ -82,7 +82,11 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
 def ciede2000(prediction: np.ndarray, target: np.ndarray) -> float:
     """Mean CIEDE2000 Delta E between two uint8 RGB images (0 when identical)."""
     _check_pair(prediction, target)
-    return float(deltaE_ciede2000(to_lab(target), to_lab(prediction), channel_axis=-1).mean())
+    return _ciede2000(to_lab(prediction), to_lab(target))
+
+
+def _ciede2000(lab_prediction: np.ndarray, lab_target: np.ndarray) -> float:
+    return float(deltaE_ciede2000(lab_target, lab_prediction, channel_axis=-1).mean())
 
 
 def pixel_accuracy(
@@ -118,7 +122,7 @@ def frame_metrics(
     return {
         "psnr": psnr(prediction, target),
         "ssim": ssim(prediction, target),
-        "ciede2000": float(deltaE_ciede2000(lab_target, lab_prediction, channel_axis=-1).mean()),
+        "ciede2000": _ciede2000(lab_prediction, lab_target),
         "accuracy": _accuracy(lab_prediction, lab_target, threshold),
     }
 

@@ -265,7 +265,6 @@ class VideoWriter:
         self.ffmpeg = find_ffmpeg(ffmpeg)
         if audio_from is not None and not isinstance(audio_from, MediaInfo):
             audio_from = probe(audio_from, self.ffmpeg, audio_only=True)
-        self.audio_info = audio_from
         self.frames_written = 0
         self._temp = partial_path(self.path)
         codec_args, codec_note = _video_codec_args(suffix, width, height, crf, lossless, preset)
