@@ -43,12 +43,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from celpaint.models import ModelConfig, build, zoo
-from celpaint.pipeline.colorizer import Colorizer, generator_workers
-from celpaint.pipeline.frames import list_images, read_image, write_image
-from celpaint.pipeline.media import find_ffmpeg
-from celpaint.pipeline.run import ColorizeOptions, colorize, convert
-from celpaint.pipeline.video import VideoReader
+from celpaint.io.frames import list_images, read_image, write_image
+from celpaint.io.media import find_ffmpeg
+from celpaint.io.sinks import EncodeOptions
+from celpaint.io.video import VideoReader
+from celpaint.models import zoo
+from celpaint.models.checkpoint import ModelConfig
+from celpaint.models.registry import build
+from celpaint.pipeline.api import colorize, convert
+from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
 
 # The shipped default's architecture, used when no shipped model is installed.
 FALLBACK_ARGS = dict(in_channels=1, out_channels=3, depth=6, base_channels=32, max_channels=256)
@@ -150,14 +153,15 @@ def end_to_end_fps(
     colorizer: Colorizer, clip: Path, out: Path, frames: int, temporal: bool = True
 ) -> tuple[float, float]:
     with Clock() as clock:
-        colorize([clip], out, colorizer, ColorizeOptions(overwrite=True, temporal=temporal))
+        options = ColorizeOptions() if temporal else ColorizeOptions(temporal=None)
+        colorize([clip], out, colorizer, options, encode=EncodeOptions(overwrite=True))
     return clock.rate(frames)
 
 
 def io_only_fps(clip: Path, out: Path, frames: int) -> tuple[float, float]:
     """The streaming pipeline with no model: decode -> encode (audio on), the IO ceiling."""
     with Clock() as clock:
-        convert(clip, out, ColorizeOptions(overwrite=True))
+        convert(clip, out, EncodeOptions(overwrite=True))
     return clock.rate(frames)
 
 
@@ -171,7 +175,7 @@ def stage_cpu_ms(colorizer: Colorizer, clip: Path, ffmpeg: str, rounds: int = 3)
         if len(frames) == colorizer.batch_size:
             break
     batch = np.stack(frames)
-    stream = colorizer.stream(ColorizeOptions().temporal_params())
+    stream = colorizer.stream(ColorizeOptions())
     stream(batch)  # warm-up, and a previous frame for the smoothing
     predict = finish = 0.0
     for _ in range(rounds):
@@ -351,7 +355,7 @@ def main() -> None:
         model_args = ["--model", args.model] if args.model else []
         if not (args.model or zoo.shipped_models()):
             directory = scratch / "model"
-            from celpaint.models import save_model
+            from celpaint.models.checkpoint import save_model
 
             save_model(colorizer.model, directory, colorizer.config)
             model_args = ["--model", str(directory)]

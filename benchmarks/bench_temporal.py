@@ -25,6 +25,7 @@ Prints the numbers and the equivalent commands, and writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -38,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from celpaint.pipeline.colorizer import Colorizer
-from celpaint.pipeline.frames import list_images, read_image, write_image
-from celpaint.pipeline.media import find_ffmpeg, probe
-from celpaint.pipeline.metrics import evaluate
-from celpaint.pipeline.run import ColorizeOptions, colorize, convert
-from celpaint.pipeline.sources import open_source
-from celpaint.pipeline.temporal import TemporalParams
+from celpaint.evaluation.compare import evaluate
+from celpaint.io.frames import list_images, read_image, write_image
+from celpaint.io.media import find_ffmpeg, probe
+from celpaint.io.sinks import EncodeOptions
+from celpaint.io.sources import open_source
+from celpaint.pipeline.api import colorize, convert
+from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,8 @@ def quality(colorizer: Colorizer, clip: Path, truth: Path, work: Path, ffmpeg: s
     for name, temporal in (("temporal", True), ("no_temporal", False)):
         out = work / name
         started = time.perf_counter()
-        colorize([clip], out, colorizer, ColorizeOptions(temporal=temporal, ffmpeg=ffmpeg))
+        options = ColorizeOptions() if temporal else ColorizeOptions(temporal=None)
+        colorize([clip], out, colorizer, options, encode=EncodeOptions(ffmpeg=ffmpeg))
         seconds = time.perf_counter() - started
         evaluation = evaluate(out, truth, ffmpeg=ffmpeg, input=clip)
         results[name] = {
@@ -96,9 +98,11 @@ def hard_cut(colorizer: Colorizer, clip: Path, work: Path, ffmpeg: str, batch: i
     after = [np.ascontiguousarray(frame[:, ::-1]) for frame in frames[cut:]]
     both = write_folder(work / "cut_input", frames[:cut] + after)
     alone = write_folder(work / "after_cut_input", after)
-    options = ColorizeOptions(batch_size=batch, ffmpeg=ffmpeg)
-    colorize([both], work / "cut_output", colorizer, options)
-    colorize([alone], work / "after_cut_output", colorizer, options)
+    colorizer = copy.copy(colorizer)
+    colorizer.batch_size = batch
+    encode = EncodeOptions(ffmpeg=ffmpeg)
+    colorize([both], work / "cut_output", colorizer, encode=encode)
+    colorize([alone], work / "after_cut_output", colorizer, encode=encode)
     joined = [read_image(p) for p in list_images(work / "cut_output")][cut:]
     separate = [read_image(p) for p in list_images(work / "after_cut_output")]
     differences = [
@@ -135,7 +139,7 @@ def timing(
     }
     in_memory = {name: np.stack(read_frames(path, ffmpeg)) for name, path in clips.items()}
     warm = scaled_clip(clip, work / "warm.mp4", ffmpeg, 512, 288, 4)
-    colorize([warm], work / "warm_out.mp4", colorizer, ColorizeOptions(ffmpeg=ffmpeg))
+    colorize([warm], work / "warm_out.mp4", colorizer, encode=EncodeOptions(ffmpeg=ffmpeg))
     parts = ("end_to_end", "colorizer_only", "io_only")
     seconds = {part: {name: [] for name in sizes} for part in parts}
     batch = colorizer.batch_size
@@ -143,15 +147,15 @@ def timing(
         for name, path in clips.items():
             out = work / f"out_{name}.mp4"
             started = time.perf_counter()
-            colorize([path], out, colorizer, ColorizeOptions(overwrite=True, ffmpeg=ffmpeg))
+            colorize([path], out, colorizer, encode=EncodeOptions(overwrite=True, ffmpeg=ffmpeg))
             seconds["end_to_end"][name].append((time.perf_counter() - started) / frames)
-            stream = colorizer.stream(TemporalParams())
+            stream = colorizer.stream(ColorizeOptions())
             started = time.perf_counter()
             for start in range(0, frames, batch):
                 stream(in_memory[name][start : start + batch])
             seconds["colorizer_only"][name].append((time.perf_counter() - started) / frames)
             started = time.perf_counter()
-            convert(path, work / f"io_{name}.mp4", ColorizeOptions(overwrite=True, ffmpeg=ffmpeg))
+            convert(path, work / f"io_{name}.mp4", EncodeOptions(overwrite=True, ffmpeg=ffmpeg))
             seconds["io_only"][name].append((time.perf_counter() - started) / frames)
     info = probe(work / "out_1920x1080.mp4", ffmpeg)
     result: dict = {"frames": frames, "repeats": repeats, "all_seconds_per_frame": seconds}

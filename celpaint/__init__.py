@@ -2,10 +2,10 @@
 
 The public API::
 
-    from celpaint import Colorizer, colorize, load_model
+    from celpaint import Colorizer, ColorizeOptions, EncodeOptions, colorize, load_model
 
     colorizer = Colorizer.from_pretrained("lineart", device="auto")
-    colorize(["clip.mp4"], "clip_color.mp4", colorizer=colorizer)
+    colorize(["clip.mp4"], "clip_color.mp4", colorizer, encode=EncodeOptions(crf=16))
 """
 
 __version__ = "0.1.0"
@@ -18,25 +18,35 @@ __all__ = [
     "CheckpointError",
     "Colorizer",
     "ColorizeOptions",
+    "EncodeOptions",
     "InputError",
     "ModelConfig",
     "ProcessingError",
+    "TemporalParams",
     "__version__",
     "colorize",
+    "convert",
+    "extract_line_art",
     "load_model",
     "save_model",
 ]
 
+# The pipeline pulls in OpenCV and ffmpeg helpers; it is imported only when asked for, so that
+# `celpaint.models` stays usable (and fast to import) on its own.
+_LAZY = {
+    "Colorizer": "celpaint.pipeline.colorizer",
+    "ColorizeOptions": "celpaint.pipeline.colorizer",
+    "EncodeOptions": "celpaint.io.sinks",
+    "TemporalParams": "celpaint.ops.temporal",
+    "colorize": "celpaint.pipeline.api",
+    "convert": "celpaint.pipeline.api",
+    "extract_line_art": "celpaint.pipeline.api",
+}
+
 
 def __getattr__(name: str):
-    # The pipeline pulls in OpenCV and ffmpeg helpers; import it only when asked for, so that
-    # `celpaint.models` stays usable (and fast to import) on its own.
-    if name == "Colorizer":
-        from celpaint.pipeline.colorizer import Colorizer
+    if name in _LAZY:
+        import importlib
 
-        return Colorizer
-    if name in ("colorize", "ColorizeOptions"):
-        from celpaint.pipeline import run
-
-        return getattr(run, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'celpaint' has no attribute {name!r}")

@@ -5,7 +5,7 @@ Each frame is composed from clip art: a plausible background (a large opaque cli
 scaled to fill, or a painted sky/ground, wall/floor or plain backdrop in muted colors), then two
 to six clip-art objects alpha-composited on top at varied scales and positions, nearer (larger)
 objects over farther ones, with some overlap. The line art of every frame is drawn from the
-composed color frame with ``celpaint.pipeline.lineart`` (XDoG), so training sees the same kind of
+composed color frame with ``celpaint.ops.lineart`` (XDoG), so training sees the same kind of
 line as ``celpaint lineart`` produces.
 
 Output::
@@ -77,8 +77,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from celpaint.pipeline.frames import write_image, write_text
-from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams, xdog
+from celpaint.io.frames import write_image, write_text
+from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, xdog
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_PIXELS = 16_000_000  # a few clip-art PNGs are 10000x16000: decoding one takes 8 GB

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from celpaint.pipeline.flow import to_gray
-from celpaint.pipeline.frames import image_size, list_images, read_image, write_image
-from celpaint.pipeline.media import probe
+from celpaint.color.array import to_gray
+from celpaint.io.frames import image_size, list_images, read_image, write_image
+from celpaint.io.media import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

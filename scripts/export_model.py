@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from celpaint.color.array import to_gray
+from celpaint.io.frames import list_images, read_image
 from celpaint.models import zoo
 from celpaint.models.checkpoint import load_model, save_model
+from celpaint.ops.metrics import ciede2000
 from celpaint.pipeline.colorizer import Colorizer
-from celpaint.pipeline.flow import to_gray
-from celpaint.pipeline.frames import list_images, read_image
-from celpaint.pipeline.metrics import ciede2000
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "celpaint" / "models" / "weights"

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from celpaint.pipeline.video import VideoReader
+from celpaint.io.video import VideoReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

@@ -8,7 +8,7 @@ sky. The camera pans over the landscape and gently zooms in.
 Writes into ``--out`` (default ``samples/``):
 
     clip_color.mp4     4 s, 24 fps, 384x216, H.264 crf 12 yuv420p, with a sine-tone audio track
-    clip_lineart.mp4   the XDoG line art of every frame (``celpaint.pipeline.lineart``)
+    clip_lineart.mp4   the XDoG line art of every frame (``celpaint.ops.lineart``)
     clip_gray.mp4      the same frames in grayscale (BT.601 luma)
     pairs/color/NNN.png, pairs/sketch/NNN.png
                        32 frames of the same show at other camera positions and poses, for a
@@ -43,10 +43,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_dataset as bd  # noqa: E402  (a sibling script, not a package)
 
-from celpaint.pipeline.frames import write_image, write_text  # noqa: E402
-from celpaint.pipeline.lineart import DEFAULT_PARAMS, xdog  # noqa: E402
-from celpaint.pipeline.media import find_ffmpeg  # noqa: E402
-from celpaint.pipeline.video import VideoWriter  # noqa: E402
+from celpaint.io.frames import write_image, write_text  # noqa: E402
+from celpaint.io.media import find_ffmpeg  # noqa: E402
+from celpaint.io.video import VideoWriter  # noqa: E402
+from celpaint.ops.lineart import DEFAULT_PARAMS, xdog  # noqa: E402
 
 WIDTH, HEIGHT = 384, 216
 FPS = 24

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from celpaint.models import ModelConfig, build, save_model
-from celpaint.pipeline.frames import write_image
-from celpaint.pipeline.media import find_ffmpeg
+from celpaint.io.frames import write_image
+from celpaint.io.media import find_ffmpeg
+from celpaint.models.checkpoint import ModelConfig, save_model
+from celpaint.models.registry import build
 
 CLIP_SIZE = (250, 142)  # odd-looking on purpose: not a multiple of any network size
 CLIP_RATE = "30000/1001"
@@ -107,7 +108,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
     """Five line-art/color pairs of 40x32 in ``sketch/`` and ``color/``."""
-    from tests.pipeline.test_datasets import make_pairs
+    from tests.training.test_data import make_pairs
 
     root = tmp_path_factory.mktemp("pairs")
     make_pairs(root, count=5, size=(40, 32))

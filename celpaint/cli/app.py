@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from celpaint import __version__
 from celpaint.errors import EXIT_INTERRUPTED, CelpaintError
 
 app = typer.Typer(
@@ -29,7 +28,9 @@ _state = {"debug": False}
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"celpaint {__version__}")
+        from celpaint.models.checkpoint import celpaint_version
+
+        typer.echo(f"celpaint {celpaint_version()}")
         raise typer.Exit()
 
 

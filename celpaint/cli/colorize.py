@@ -18,12 +18,12 @@ from celpaint.cli.options import (
     Preset,
     Quiet,
     Resume,
-    writing_options,
+    encode_options,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 from celpaint.models.zoo import DEFAULT_MODEL
-from celpaint.pipeline.temporal import TemporalParams
+from celpaint.ops.temporal import TemporalParams
 
 
 def colorize_command(
@@ -104,28 +104,31 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
-    from celpaint.pipeline.colorizer import Colorizer
-    from celpaint.pipeline.run import colorize
+    from celpaint.pipeline.api import colorize
+    from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 
-    options = writing_options(
+    encode = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
         resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
-        batch_size=_batch_size(batch_size),
-        temporal=temporal,
-        temporal_strength=temporal_strength,
-        scene_threshold=scene_threshold,
-        flat_fill=flat_fill,
     )  # fmt: skip
+    try:
+        # Checked even with --no-temporal: a bad value is a mistake either way.
+        params = TemporalParams(strength=temporal_strength, scene_threshold=scene_threshold)
+    except ValueError as error:
+        raise InputError(
+            f"{error}: --temporal-strength and --scene-threshold are within 0..1"
+        ) from None
+    options = ColorizeOptions(temporal=params if temporal else None, flat_fill=flat_fill)
     colorizer = Colorizer.from_pretrained(
         model,
         device=device,
         precision=precision,
         work_size=work_size,
-        batch_size=options.batch_size,
+        batch_size=_batch_size(batch_size),
         compile=compile,
     )
     with RichProgress(quiet=quiet) as progress:
-        colorize(inputs, output, colorizer, options, progress)
+        colorize(inputs, output, colorizer, options, progress, encode=encode)
 
 
 def _batch_size(text: str) -> int | None:

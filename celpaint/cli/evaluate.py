@@ -45,7 +45,7 @@ def _write_json(path: Path, data: dict) -> None:
     if str(path) == "-":
         sys.stdout.write(text)
         return
-    from celpaint.pipeline.frames import write_text
+    from celpaint.io.frames import write_text
 
     write_text(path, text)
 
@@ -84,7 +84,7 @@ def evaluate_command(
 ) -> None:
     """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
     SSIM, mean CIEDE2000 and pixel accuracy; with --input, the temporal warping error."""
-    from celpaint.pipeline.metrics import evaluate
+    from celpaint.evaluation.compare import evaluate
 
     to_stdout = json_path is not None and str(json_path) == "-"
     console = stderr_console()

@@ -17,11 +17,11 @@ from celpaint.cli.options import (
     Preset,
     Quiet,
     Resume,
-    writing_options,
+    encode_options,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
-from celpaint.pipeline.lineart import DEFAULT_PARAMS, LineArtParams
+from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams
 
 
 def lineart_command(
@@ -63,13 +63,13 @@ def lineart_command(
     quiet: Quiet = False,
 ) -> None:
     """Draw line art (XDoG) from color clips, frame folders or images."""
-    from celpaint.pipeline.lineart import extract_line_art
+    from celpaint.pipeline.api import extract_line_art
 
     try:
         params = LineArtParams(sigma=sigma, epsilon=epsilon, phi=phi, threshold=threshold)
     except ValueError as error:
         raise InputError(f"{error}; see celpaint lineart --help") from None
-    options = writing_options(
+    options = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
         resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
     )  # fmt: skip

@@ -18,7 +18,7 @@ from celpaint.cli.options import (
     Overwrite,
     Preset,
     Quiet,
-    writing_options,
+    encode_options,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
@@ -35,11 +35,12 @@ def extract_command(
     quiet: Quiet = False,
 ) -> None:
     """Split a clip into numbered PNG frames (frame_000001.png, ...)."""
-    from celpaint.pipeline.run import ColorizeOptions, convert, output_kind
+    from celpaint.io.sinks import EncodeOptions, output_kind
+    from celpaint.pipeline.api import convert
 
     if output_kind(output) != "folder":
         raise InputError(f"extract writes a folder of frames; {output} looks like a file")
-    options = ColorizeOptions(overwrite=overwrite, resume=resume, ffmpeg=ffmpeg)
+    options = EncodeOptions(overwrite=overwrite, resume=resume, ffmpeg=ffmpeg)
     with RichProgress(quiet=quiet, verb="extracted") as progress:
         convert(video, output, options, progress)
 
@@ -57,7 +58,8 @@ def assemble_command(
     quiet: Quiet = False,
 ) -> None:
     """Join a folder of frames into a video, optionally with the audio of another clip."""
-    from celpaint.pipeline.run import convert, output_kind
+    from celpaint.io.sinks import output_kind
+    from celpaint.pipeline.api import convert
 
     if not frames.is_dir():
         raise InputError(f"{frames} is not a folder of frames")
@@ -65,7 +67,7 @@ def assemble_command(
         raise InputError(f"assemble writes a video (.mp4, .mov, .mkv, ...), not {output.name}")
     if audio_from is not None and not audio_from.exists():
         raise InputError(f"--audio-from {audio_from} does not exist")
-    options = writing_options(
+    options = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps or "24", overwrite=overwrite,
         ffmpeg=ffmpeg, audio_from=audio_from,
     )  # fmt: skip
@@ -82,9 +84,9 @@ def info_command(
     """Describe clips (fps, frames, size, duration, audio), the compute devices and the models."""
     import torch
 
+    from celpaint.io.media import find_ffmpeg
+    from celpaint.io.sources import open_source
     from celpaint.models import zoo
-    from celpaint.pipeline.media import find_ffmpeg
-    from celpaint.pipeline.sources import open_source
 
     console = Console()
     ffmpeg_path = find_ffmpeg(ffmpeg)

@@ -46,7 +46,7 @@ AudioFrom = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
-def writing_options(
+def encode_options(
     *,
     crf: int,
     preset: str,
@@ -56,14 +56,14 @@ def writing_options(
     resume: bool = False,
     no_audio: bool = False,
     ffmpeg: str | None = None,
-    **more,
+    audio_from: Path | None = None,
 ):
-    """The ``ColorizeOptions`` of a command that writes videos or frame folders, from the
-    options above (shared by colorize, lineart and assemble); ``more`` are its own."""
-    from celpaint.pipeline.media import parse_frame_rate
-    from celpaint.pipeline.run import ColorizeOptions
+    """The ``EncodeOptions`` of a command that writes videos or frame folders, from the
+    options above (shared by colorize, lineart and assemble)."""
+    from celpaint.io.media import parse_frame_rate
+    from celpaint.io.sinks import EncodeOptions
 
-    return ColorizeOptions(
+    return EncodeOptions(
         overwrite=overwrite,
         resume=resume,
         crf=crf,
@@ -72,5 +72,5 @@ def writing_options(
         fps=parse_frame_rate(fps) if fps else None,
         keep_audio=not no_audio,
         ffmpeg=ffmpeg,
-        **more,
+        audio_from=audio_from,
     )

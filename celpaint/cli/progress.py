@@ -16,7 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from celpaint.pipeline import run
+from celpaint.pipeline import engine
+from celpaint.pipeline.jobs import Job
 
 
 def stderr_console() -> Console:
@@ -32,7 +33,7 @@ class _FpsColumn(TextColumn):
         return f"{speed:5.1f} fps" if speed else "  -.- fps"
 
 
-class RichProgress(run.Progress):
+class RichProgress(engine.Progress):
     """Draws one bar per input and, for several inputs, an overall bar; prints a summary."""
 
     def __init__(self, quiet: bool = False, verb: str = "colored"):
@@ -60,14 +61,14 @@ class RichProgress(run.Progress):
     def __exit__(self, *exc) -> None:
         self._progress.stop()
 
-    def start(self, jobs: Sequence[run.Job]) -> None:
+    def start(self, jobs: Sequence[Job]) -> None:
         # Started only once the inputs are checked, so an error comes out as a clean line.
         self._progress.start()
         if len(jobs) > 1:
             total = sum(job.source.info.frame_count for job in jobs)
             self._overall = self._progress.add_task(f"all {len(jobs)} inputs", total=total)
 
-    def job_start(self, job: run.Job) -> None:
+    def job_start(self, job: Job) -> None:
         name = job.input.name or str(job.input)
         self._current = self._progress.add_task(name, total=job.source.info.frame_count)
 
@@ -77,7 +78,7 @@ class RichProgress(run.Progress):
         if self._overall is not None:
             self._progress.advance(self._overall, frames)
 
-    def job_end(self, result: run.JobResult) -> None:
+    def job_end(self, result: engine.JobResult) -> None:
         if self._current is not None:
             # The packet count of a video can differ slightly from the decoded frames.
             done = result.frames + result.skipped

@@ -18,7 +18,9 @@ from rich.progress import (
 from celpaint.cli.options import Device, FFmpeg, Overwrite, Quiet
 from celpaint.cli.progress import stderr_console
 from celpaint.errors import EXIT_INTERRUPTED
-from celpaint.models.training import StepUpdate, TrainConfig, TrainInfo, TrainProgress, TrainResult
+from celpaint.training.config import RUN_FIELDS, TrainConfig
+from celpaint.training.losses import RECIPES
+from celpaint.training.progress import StepUpdate, TrainInfo, TrainProgress, TrainResult
 
 _DATA = "Data"
 _SCHEDULE = "Schedule"
@@ -35,6 +37,20 @@ def _duration(seconds: float) -> str:
         return "-:--:--"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _recipe_default(attribute: str) -> str:
+    """The recipes' default for a pixel-loss option, as help text."""
+    values = {name: getattr(recipe, attribute) for name, recipe in RECIPES.items()}
+    shown = {name: f"{value:g}" if isinstance(value, float) else str(value)
+             for name, value in values.items()}  # fmt: skip
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return ", ".join(f"{value} for {name}" for name, value in shown.items())
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -176,20 +192,20 @@ class TrainDisplay(TrainProgress):
 
 
 def train_command(
+    ctx: typer.Context,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Run folder (generator/, train_state.pt, logs)."),
     ],
     model: Annotated[
-        str | None,
+        str,
         typer.Option(
             "--model",
             "-m",
-            help="pix2pix (line art -> RGB) or lab (L* -> a*b*, keeps the input's L*). "
-            "(default: pix2pix)",
+            help="pix2pix (line art -> RGB) or lab (L* -> a*b*, keeps the input's L*).",
             rich_help_panel=_NETWORKS,
         ),
-    ] = None,
+    ] = TrainConfig.model,
     sketch: Annotated[
         Path | None,
         typer.Option(help="Folder of line art, paired with --color.", rich_help_panel=_DATA),
@@ -221,39 +237,35 @@ def train_command(
         typer.Option(help="Line art of --val for --sketch/--color data.", rich_help_panel=_DATA),
     ] = None,
     val_fraction: Annotated[
-        float | None,
+        float,
         typer.Option(
-            help="Share of frames held out for validation (from the end) when there is no "
-            "--val. (default: 0.05)",
+            help="Share of frames held out for validation (from the end) when there is no --val.",
             rich_help_panel=_DATA,
         ),
-    ] = None,
+    ] = TrainConfig.val_fraction,
     match: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Pair --sketch and --color files by name or by sorted order. (default: name)",
+            help="Pair --sketch and --color files by name or by sorted order.",
             rich_help_panel=_DATA,
         ),
-    ] = None,
+    ] = TrainConfig.match,
     aligned_order: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Halves of --aligned images: sketch-color or color-sketch. "
-            "(default: sketch-color)",
+            help="Halves of --aligned images: sketch-color or color-sketch.",
             rich_help_panel=_DATA,
         ),
-    ] = None,
+    ] = TrainConfig.aligned_order,
     frame_step: Annotated[
-        int | None,
-        typer.Option(help="Keep every N-th frame of a clip. (default: 1)", rich_help_panel=_DATA),
-    ] = None,
+        int, typer.Option(help="Keep every N-th frame of a clip.", rich_help_panel=_DATA)
+    ] = TrainConfig.frame_step,
     on_error: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="An unreadable image: skip it (with a warning) or stop. (default: skip)",
-            rich_help_panel=_DATA,
+            help="An unreadable image: skip it (with a warning) or stop.", rich_help_panel=_DATA
         ),
-    ] = None,
+    ] = TrainConfig.on_error,
     no_cache: Annotated[
         bool,
         typer.Option(
@@ -261,94 +273,82 @@ def train_command(
             help="Decode images in every epoch instead of keeping them in memory.",
             rich_help_panel=_DATA,
         ),
-    ] = False,
+    ] = not TrainConfig.cache,
     epochs: Annotated[
-        int | None,
-        typer.Option(help="Passes over the data. (default: 20)", rich_help_panel=_SCHEDULE),
-    ] = None,
+        int, typer.Option(help="Passes over the data.", rich_help_panel=_SCHEDULE)
+    ] = TrainConfig.epochs,
     batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size", "-b", help="Crops per step. (default: 4)", rich_help_panel=_SCHEDULE
-        ),
-    ] = None,
+        int,
+        typer.Option("--batch-size", "-b", help="Crops per step.", rich_help_panel=_SCHEDULE),
+    ] = TrainConfig.batch_size,
     crop: Annotated[
-        int | None,
-        typer.Option(help="Side of the random crops. (default: 256)", rich_help_panel=_SCHEDULE),
-    ] = None,
+        int, typer.Option(help="Side of the random crops.", rich_help_panel=_SCHEDULE)
+    ] = TrainConfig.crop,
     work_size: Annotated[
-        int | None,
+        int,
         typer.Option(
-            help="Frames are scaled down to this long side first, as colorize does. (default: 512)",
+            help="Frames are scaled down to this long side first, as colorize does.",
             rich_help_panel=_SCHEDULE,
         ),
-    ] = None,
+    ] = TrainConfig.work_size,
     lr: Annotated[
-        float | None,
-        typer.Option(help="Adam learning rate. (default: 2e-4)", rich_help_panel=_SCHEDULE),
-    ] = None,
+        float, typer.Option(help="Adam learning rate.", rich_help_panel=_SCHEDULE)
+    ] = TrainConfig.lr,
     beta1: Annotated[
-        float | None, typer.Option(help="Adam beta1. (default: 0.5)", rich_help_panel=_SCHEDULE)
-    ] = None,
+        float, typer.Option(help="Adam beta1.", rich_help_panel=_SCHEDULE)
+    ] = TrainConfig.beta1,
     decay_start: Annotated[
-        float | None,
+        float,
         typer.Option(
-            help="Share of the run after which the learning rate decays linearly. (default: 0.5)",
+            help="Share of the run after which the learning rate decays linearly.",
             rich_help_panel=_SCHEDULE,
         ),
-    ] = None,
+    ] = TrainConfig.decay_start,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed. (default: 0)", rich_help_panel=_SCHEDULE)
-    ] = None,
+        int, typer.Option(help="Random seed.", rich_help_panel=_SCHEDULE)
+    ] = TrainConfig.seed,
     pixel_loss: Annotated[
         str | None,
         typer.Option(
-            help="Pixel loss: l1 or mse. (default: l1 for pix2pix, mse for lab)",
+            help=f"Pixel loss: l1 or mse. (default: {_recipe_default('pixel')})",
             rich_help_panel=_SCHEDULE,
         ),
-    ] = None,
+    ] = TrainConfig.pixel_loss,
     pixel_weight: Annotated[
         float | None,
-        typer.Option(help="Weight of the pixel loss. (default: 100)", rich_help_panel=_SCHEDULE),
-    ] = None,
+        typer.Option(
+            help=f"Weight of the pixel loss. (default: {_recipe_default('pixel_weight')})",
+            rich_help_panel=_SCHEDULE,
+        ),
+    ] = TrainConfig.pixel_weight,
     depth: Annotated[
-        int | None,
+        int,
         typer.Option(
-            help="U-Net levels; inputs are padded to multiples of 2**depth. (default: 7)",
+            help="U-Net levels; inputs are padded to multiples of 2**depth.",
             rich_help_panel=_NETWORKS,
         ),
-    ] = None,
+    ] = TrainConfig.depth,
     base_channels: Annotated[
-        int | None,
-        typer.Option(help="U-Net first-level width. (default: 32)", rich_help_panel=_NETWORKS),
-    ] = None,
+        int, typer.Option(help="U-Net first-level width.", rich_help_panel=_NETWORKS)
+    ] = TrainConfig.base_channels,
     max_channels: Annotated[
-        int | None,
-        typer.Option(help="U-Net channel cap. (default: 192)", rich_help_panel=_NETWORKS),
-    ] = None,
+        int, typer.Option(help="U-Net channel cap.", rich_help_panel=_NETWORKS)
+    ] = TrainConfig.max_channels,
     norm: Annotated[
-        str | None,
-        typer.Option(help="batch, instance or none. (default: batch)", rich_help_panel=_NETWORKS),
-    ] = None,
+        str, typer.Option(help="batch, instance or none.", rich_help_panel=_NETWORKS)
+    ] = TrainConfig.norm,
     dropout: Annotated[
-        float | None,
-        typer.Option(
-            help="Dropout of the inner decoder levels. (default: 0.5)", rich_help_panel=_NETWORKS
-        ),
-    ] = None,
+        float,
+        typer.Option(help="Dropout of the inner decoder levels.", rich_help_panel=_NETWORKS),
+    ] = TrainConfig.dropout,
     disc_channels: Annotated[
-        int | None,
-        typer.Option(
-            help="PatchGAN width of the first layer. (default: 32)", rich_help_panel=_NETWORKS
-        ),
-    ] = None,
+        int,
+        typer.Option(help="PatchGAN width of the first layer.", rich_help_panel=_NETWORKS),
+    ] = TrainConfig.disc_base_channels,
     disc_layers: Annotated[
-        int | None,
-        typer.Option(
-            help="PatchGAN strided layers (3: 70x70 patches). (default: 3)",
-            rich_help_panel=_NETWORKS,
-        ),
-    ] = None,
+        int,
+        typer.Option(help="PatchGAN strided layers (3: 70x70 patches).", rich_help_panel=_NETWORKS),
+    ] = TrainConfig.disc_layers,
     init: Annotated[
         str | None,
         typer.Option(
@@ -356,12 +356,14 @@ def train_command(
             "architecture is used.",
             rich_help_panel=_NETWORKS,
         ),
-    ] = None,
-    device: Device = "auto",
+    ] = TrainConfig.init,
+    device: Device = TrainConfig.device,
     amp: Annotated[
         str, typer.Option(help="Mixed precision: auto (on CUDA), on or off.", rich_help_panel=_RUN)
-    ] = "auto",
-    workers: Annotated[int, typer.Option(help="Data loader processes.", rich_help_panel=_RUN)] = 2,
+    ] = TrainConfig.amp,
+    workers: Annotated[
+        int, typer.Option(help="Data loader processes.", rich_help_panel=_RUN)
+    ] = TrainConfig.workers,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -369,83 +371,63 @@ def train_command(
             "machine busy with other work).",
             rich_help_panel=_RUN,
         ),
-    ] = None,
+    ] = TrainConfig.threads,
     save_every: Annotated[
         int,
         typer.Option(
             help="Save a checkpoint every N steps (and at each epoch end); 0: epoch ends only.",
             rich_help_panel=_RUN,
         ),
-    ] = 500,
+    ] = TrainConfig.save_every,
     samples: Annotated[
         int, typer.Option(help="Frames in each samples/epoch_NNN.png.", rich_help_panel=_RUN)
-    ] = 4,
+    ] = TrainConfig.samples,
     val_limit: Annotated[
         int,
         typer.Option(help="Most validation frames scored per epoch; 0: all.", rich_help_panel=_RUN),
-    ] = 64,
+    ] = TrainConfig.val_limit,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue the run in --out.", rich_help_panel=_RUN),
-    ] = False,
-    overwrite: Overwrite = False,
-    ffmpeg: FFmpeg = None,
+    ] = TrainConfig.resume,
+    overwrite: Overwrite = TrainConfig.overwrite,
+    ffmpeg: FFmpeg = TrainConfig.ffmpeg,
     quiet: Quiet = False,
 ) -> None:
     """Train a colorization model on line art (or grayscale) and colored frames."""
-    from celpaint.models.training import train
+    from celpaint.training.loop import train
 
-    given = {
-        "model": model,
-        "sketch": sketch,
-        "color": color,
-        "aligned": aligned,
-        "val": val,
-        "val_sketch": val_sketch,
-        "val_fraction": val_fraction,
-        "match": match,
-        "aligned_order": aligned_order,
-        "frame_step": frame_step,
-        "on_error": on_error,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "crop": crop,
-        "work_size": work_size,
-        "lr": lr,
-        "beta1": beta1,
-        "decay_start": decay_start,
-        "seed": seed,
-        "pixel_loss": pixel_loss,
-        "pixel_weight": pixel_weight,
-        "depth": depth,
-        "base_channels": base_channels,
-        "max_channels": max_channels,
-        "norm": norm,
-        "dropout": dropout,
-        "disc_base_channels": disc_channels,
-        "disc_layers": disc_layers,
-        "init": init,
-    }
-    given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    if no_cache:
-        given["cache"] = False
-    run_options = {
-        "out": str(out),
-        "device": device,
-        "amp": amp,
-        "workers": workers,
-        "threads": threads,
-        "save_every": save_every,
-        "samples": samples,
-        "val_limit": val_limit,
-        "resume": resume,
-        "overwrite": overwrite,
-        "ffmpeg": ffmpeg,
-    }
-    config = TrainConfig(**given, **run_options)
-    # On --resume the run's saved options win; only the ones given here may override them.
-    explicit = set(given) | set(run_options)
+    config = TrainConfig(
+        model=model, out=str(out), sketch=_text(sketch), color=_text(color),
+        aligned=_text(aligned), val=_text(val), val_sketch=_text(val_sketch),
+        val_fraction=val_fraction, match=match, aligned_order=aligned_order,
+        frame_step=frame_step, on_error=on_error, cache=not no_cache, epochs=epochs,
+        batch_size=batch_size, crop=crop, work_size=work_size, lr=lr, beta1=beta1,
+        decay_start=decay_start, seed=seed, pixel_loss=pixel_loss, pixel_weight=pixel_weight,
+        depth=depth, base_channels=base_channels, max_channels=max_channels, norm=norm,
+        dropout=dropout, disc_base_channels=disc_channels, disc_layers=disc_layers, init=init,
+        device=device, amp=amp, workers=workers, threads=threads, save_every=save_every,
+        samples=samples, val_limit=val_limit, resume=resume, overwrite=overwrite, ffmpeg=ffmpeg,
+    )  # fmt: skip
+    # On --resume the run's saved options win; only the ones given here (and the options of
+    # this invocation, RUN_FIELDS) may override them.
+    explicit = _given_options(ctx) | set(RUN_FIELDS)
     with TrainDisplay(quiet=quiet) as display:
         result = train(config, display, explicit=explicit)
     if result.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+# Command-line parameters whose TrainConfig field has another name.
+_FIELD_NAMES = {"disc_channels": "disc_base_channels", "no_cache": "cache"}
+
+
+def _given_options(ctx: typer.Context) -> set[str]:
+    """The TrainConfig fields of the options given on the command line (not left at their
+    defaults)."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.add(_FIELD_NAMES.get(name, name))
+    return given - {"quiet"}

@@ -6,11 +6,13 @@ safetensors, so no pickled code is executed and no flags are needed.
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from celpaint.color import NORMALISATION
+from celpaint.color.task import Task, task_for
 from celpaint.errors import CheckpointError
 from celpaint.models import registry
 
@@ -43,11 +45,11 @@ class ModelConfig:
         size_multiple: height and width fed to the network must be multiples of this.
         work_size: long side of the frames the network sees; larger inputs are scaled down.
         trained_on: free text describing the training data.
-        chroma_scale: the predicted a*b* are multiplied by this before use. Calibrated on
-            held-out data after training (``scripts/calibrate_chroma.py``): a value below 1
-            mutes colors the network is unsure of, which costs less than a confident wrong
-            color when the input does not tell.
-        normalisation: how pixels map to network ranges (see ``celpaint.color``).
+        chroma_scale: the predicted a*b* are multiplied by this before use, 0..2; set by
+            ``scripts/export_model.py`` from held-out data (docs/models.md says how).
+        normalisation: how pixels map to network ranges (see ``celpaint.color.task``).
+        task: the model variant (``celpaint.color.task``), derived from ``input_kind`` and
+            ``output``; saved by name as ``"task"``.
     """
 
     arch: str
@@ -61,29 +63,26 @@ class ModelConfig:
     normalisation: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     celpaint_version: str = ""
+    task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.input_kind not in ("lineart", "grayscale"):
-            raise CheckpointError(f"unknown input_kind {self.input_kind!r} in model config")
-        if self.output not in ("rgb", "ab"):
-            raise CheckpointError(f"unknown output {self.output!r} in model config")
+        try:
+            self.task = task_for(self.input_kind, self.output)
+        except ValueError as error:
+            raise CheckpointError(f"{error} in model config") from None
         if not 0 <= self.chroma_scale <= 2:
             raise CheckpointError(
                 f"chroma_scale {self.chroma_scale!r} in model config is outside [0, 2]"
             )
         if not self.normalisation:
-            source = "lineart" if self.input_kind == "lineart" else "l"
-            self.normalisation = {
-                "input": NORMALISATION[source],
-                "output": NORMALISATION[self.output],
-            }
+            self.normalisation = self.task.normalisation
         if not self.celpaint_version:
-            from celpaint import __version__
-
-            self.celpaint_version = __version__
+            self.celpaint_version = celpaint_version()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``config.json`` fields (the task by name)."""
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.init}
+        return {**data, "task": self.task.name}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
@@ -93,11 +92,27 @@ class ModelConfig:
                 f"{source} has checkpoint format version {version!r}; this celpaint reads "
                 f"version {FORMAT_VERSION}. Upgrade celpaint or re-export the model."
             )
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls) if f.init}
         missing = {"arch", "arch_args", "input_kind", "output", "size_multiple"} - set(data)
         if missing:
             raise CheckpointError(f"{source} lacks {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # Fields added since format version 1 ("task") are optional: older files lack them.
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        if data.get("task", config.task.name) != config.task.name:
+            raise CheckpointError(
+                f"{source} says task {data['task']!r} but maps {config.input_kind} to "
+                f"{config.output}, which is task {config.task.name!r}; fix or re-export it"
+            )
+        return config
+
+
+def celpaint_version() -> str:
+    """celpaint's version as installed (the package metadata; ``celpaint.__version__`` is its
+    source), or ``"unknown"`` when run from a tree that was never installed."""
+    try:
+        return importlib.metadata.version("celpaint")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from celpaint.models.layers import NormKind, norm_layer
 from celpaint.models.registry import register
-from celpaint.models.unet import NormKind, _norm
 
 
 @register("patchgan")
@@ -46,7 +46,7 @@ class PatchDiscriminator(nn.Module):
             stride = 1 if i == n_layers else 2
             layers += [
                 nn.Conv2d(previous, width, 4, stride=stride, padding=1, bias=use_bias),
-                _norm(norm, width),
+                norm_layer(norm, width),
                 nn.LeakyReLU(0.2),
             ]
         layers.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))

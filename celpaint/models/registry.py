@@ -1,4 +1,8 @@
-"""One small registry of network architectures: ``register(name)`` and ``build(name, **kwargs)``."""
+"""One small registry of network architectures: ``register(name)`` and ``build(name, **kwargs)``.
+
+The architectures register themselves when ``celpaint.models`` is imported (its ``__init__``
+imports every architecture module), so ``build`` knows them all without importing upwards.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ def register(name: str) -> Callable[[ModuleType], ModuleType]:
 
 def build(name: str, **kwargs) -> nn.Module:
     """Build the architecture registered as ``name`` with its constructor arguments."""
-    _ensure_loaded()
     try:
         cls = _ARCHITECTURES[name]
     except KeyError:
@@ -37,11 +40,4 @@ def build(name: str, **kwargs) -> nn.Module:
 
 def available() -> list[str]:
     """Names of all registered architectures."""
-    _ensure_loaded()
     return sorted(_ARCHITECTURES)
-
-
-def _ensure_loaded() -> None:
-    # Registration happens when the architecture modules are imported; importing them here
-    # keeps build() usable without the caller knowing which module defines what.
-    from celpaint.models import patchgan, unet  # noqa: F401

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
+from celpaint.models.layers import NormKind, norm_layer
 from celpaint.models.registry import register
-
-NormKind = Literal["batch", "instance", "none"]
-
-
-def _norm(kind: NormKind, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    return nn.Identity()
 
 
 class _Down(nn.Module):
@@ -28,7 +17,7 @@ class _Down(nn.Module):
         # Biases are redundant in front of a normalisation layer that has its own shift.
         use_bias = norm != "batch" or outermost
         self.conv = nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=use_bias)
-        self.norm = nn.Identity() if outermost else _norm(norm, out_channels)
+        self.norm = nn.Identity() if outermost else norm_layer(norm, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(self.act(x)))
@@ -42,7 +31,7 @@ class _Up(nn.Module):
         self.conv = nn.ConvTranspose2d(
             in_channels, out_channels, 4, stride=2, padding=1, bias=use_bias
         )
-        self.norm = _norm(norm, out_channels)
+        self.norm = norm_layer(norm, out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +57,10 @@ class UNetGenerator(nn.Module):
 
     Shapes:
         ``(B, in_channels, H, W)`` in ``[-1, 1]`` -> ``(B, out_channels, H, W)`` in ``[-1, 1]``.
+
+    Raises:
+        ValueError: ``depth < 2`` or an unknown ``norm`` (on construction); an input whose
+            height or width is not a multiple of ``size_multiple`` (in ``forward``).
     """
 
     def __init__(

@@ -1,1 +1,1 @@
-"""Readers, writers and the streaming colorize pipeline. IO lives here, at the edges."""
+"""The colorizing pipeline: the Colorizer, the streaming engine, jobs and the library calls."""

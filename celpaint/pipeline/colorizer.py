@@ -7,8 +7,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,93 +15,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from celpaint import color
+from celpaint.color import array as color_array
+from celpaint.color.task import Task
+from celpaint.device import is_out_of_memory, resolve_device, resolve_precision, usable_cores
 from celpaint.errors import InputError, ProcessingError
 from celpaint.models import zoo
 from celpaint.models.checkpoint import ModelConfig, load_model
-from celpaint.pipeline import upsample
-from celpaint.pipeline.flow import to_gray
-from celpaint.pipeline.temporal import TemporalParams, TemporalSmoother, flat_fill
+from celpaint.ops import upsample
+from celpaint.ops.geometry import WorkGeometry, resize_to_work
+from celpaint.ops.regions import flat_fill
+from celpaint.ops.temporal import TemporalParams, TemporalSmoother
 
 log = logging.getLogger("celpaint")
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+@dataclass(frozen=True)
+class ColorizeOptions:
+    """What is done to the frames of a clip besides the generator (how outputs are written is
+    ``celpaint.io.sinks.EncodeOptions``; the work size and batch size are the ``Colorizer``'s).
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit devices are checked."""
-    text = str(device)
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise InputError(
-            f"--device {text!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {text}: no CUDA GPU is available; use --device cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise InputError(
-                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are present"
-            )
-    elif resolved.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InputError(f"--device {text}: Apple MPS is not available; use --device cpu")
-    elif resolved.type != "cpu":
-        raise InputError(f"--device {text!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return resolved
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is fp16 on CUDA (where it is about twice as fast) and fp32 elsewhere."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision not in _DTYPES:
-        raise InputError(f"--precision {precision!r} is unknown; use auto, fp32, fp16 or bf16")
-    if precision == "fp16" and device.type == "cpu":
-        raise InputError("--precision fp16 needs a GPU; on the CPU use fp32 (or bf16)")
-    return _DTYPES[precision]
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error)
-    )
-
-
-@dataclass
-class WorkGeometry:
-    """How a ``height x width`` frame is fitted to the network.
-
-    The frame is scaled to ``work_height x work_width`` (never up) and padded on the right and
-    bottom to ``padded_height x padded_width``, multiples of the network's size multiple.
+    Attributes:
+        temporal: smooth colors over time with these settings (``TemporalParams`` checks its
+            own ranges), in clips only: videos and folders of several frames, never single
+            images; scene cuts and the start of every input reset it. None: each frame on its
+            own (``--no-temporal``).
+        flat_fill: give each closed region between the input's lines one color.
     """
 
-    height: int
-    width: int
-    work_height: int
-    work_width: int
-    padded_height: int
-    padded_width: int
+    temporal: TemporalParams | None = field(default_factory=TemporalParams)
+    flat_fill: bool = False
 
-    @classmethod
-    def fit(cls, height: int, width: int, work_size: int, multiple: int) -> WorkGeometry:
-        work_height, work_width = upsample.work_shape(height, width, work_size)
-        padded = upsample.padded_shape(work_height, work_width, multiple)
-        return cls(height, width, work_height, work_width, *padded)
 
-    @property
-    def scaled(self) -> bool:
-        return (self.work_height, self.work_width) != (self.height, self.width)
+def choose_device(device: str | torch.device, precision: str) -> tuple[torch.device, torch.dtype]:
+    """``--device`` and ``--precision`` resolved (``celpaint.device``).
+
+    Raises:
+        InputError: a device that is not there, or a precision it cannot run.
+    """
+    try:
+        resolved = resolve_device(device)
+        return resolved, resolve_precision(precision, resolved)
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 class Colorizer:
@@ -135,8 +89,7 @@ class Colorizer:
         compile: bool = False,
     ):
         self.config = config
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.device, self.dtype = choose_device(device, precision)
         self.work_size = int(work_size or config.work_size)
         self.check_work_size(self.work_size)
         if batch_size is not None and batch_size < 1:
@@ -145,8 +98,8 @@ class Colorizer:
         model = model.to(self.device).eval()
         if self.dtype != torch.float32:
             model = model.to(self.dtype)
-        # Channels-last suits cuDNN's tensor-core kernels and oneDNN's CPU convolutions alike:
-        # measured on 2 CPU cores, it cuts the generator's time by about 30%.
+        # Channels-last suits cuDNN's tensor-core kernels and oneDNN's CPU convolutions alike
+        # (docs/design.md#the-generator-stage).
         model = model.to(memory_format=torch.channels_last)
         self.compiled = compile
         self.model = torch.compile(model) if compile else model
@@ -170,8 +123,9 @@ class Colorizer:
         return int(max(1, min(64, free * 0.5 // per_frame)))
 
     @property
-    def input_kind(self) -> str:
-        return self.config.input_kind
+    def task(self) -> Task:
+        """The model variant (what the network sees and predicts)."""
+        return self.config.task
 
     def geometry(self, height: int, width: int, work_size: int | None = None) -> WorkGeometry:
         """How a ``height x width`` frame is fitted to the network (at ``work_size``, by
@@ -188,21 +142,14 @@ class Colorizer:
                 f"({self.config.size_multiple}); use {self.config.size_multiple} or more"
             )
 
-    def stream(
-        self,
-        temporal: TemporalParams | None = None,
-        flat_fill: bool = False,
-        work_size: int | None = None,
-    ) -> FrameStream:
+    def stream(self, options: ColorizeOptions | None = None) -> FrameStream:
         """A stateful transform that colorizes one clip, batch after batch (see ``FrameStream``).
 
         Args:
-            temporal: smooth chroma over time with these settings; None colorizes each frame
-                on its own (images, or ``--no-temporal``).
-            flat_fill: give each closed region between the input's lines one color.
-            work_size: long side the network sees; the colorizer's when None.
+            options: smoothing and flat fill (``ColorizeOptions``); None colorizes each frame
+                on its own.
         """
-        return FrameStream(self, temporal, flat_fill, work_size)
+        return FrameStream(self, options or ColorizeOptions(temporal=None))
 
     @torch.inference_mode()
     def colorize(self, frames: np.ndarray) -> np.ndarray:
@@ -211,7 +158,7 @@ class Colorizer:
         Each frame is colorized on its own (no temporal smoothing: the frames need not be a
         clip); use ``stream`` for clips.
         """
-        return FrameStream(self)(frames)
+        return FrameStream(self, ColorizeOptions(temporal=None))(frames)
 
     @torch.inference_mode()
     def predict_work_lab(self, rgb: torch.Tensor, geometry: WorkGeometry) -> np.ndarray:
@@ -222,25 +169,14 @@ class Colorizer:
                 for line-art models), as ``FrameStream.predict`` prepares them.
             geometry: their ``geometry`` (not scaled).
 
-        In OpenCV's convention (``upsample.rgb_to_lab``), which the smoothing and the native
-        rendering use. For ``ab`` models L* is the input's. a*b* are multiplied by the
-        model's calibrated ``chroma_scale``.
+        In OpenCV's convention (``color.array``), which the smoothing and the native
+        rendering use (``Task.to_lab``). a*b* are multiplied by the model's calibrated
+        ``chroma_scale``.
         """
         source = self.network_input(rgb, geometry)
-        output = self.run_generator(source)[..., : geometry.work_height, : geometry.work_width]
-        if self.config.output == "rgb":
-            frames = color.denormalize_unit(output).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            # The conversion is per pixel, so the batch goes through as one tall image: no
-            # per-frame calls and no copy to stack them.
-            batch, height, width = frames.shape[:3]
-            tall = frames.reshape(batch * height, width, 3)
-            lab = upsample.rgb_to_lab(tall).reshape(batch, height, width, 3)
-        else:
-            l_channel = color.denormalize_l(
-                source[..., : geometry.work_height, : geometry.work_width]
-            )
-            lab = torch.cat([l_channel, color.denormalize_ab(output)], dim=1)
-            lab = lab.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        crop = (..., slice(0, geometry.work_height), slice(0, geometry.work_width))
+        output = self.run_generator(source)[crop]
+        lab = self.task.to_lab(output, source[crop])
         if self.config.chroma_scale != 1.0:
             # One per-channel multiply over the batch as a tall image: several times faster
             # than numpy's on the strided a*b* view.
@@ -262,11 +198,7 @@ class Colorizer:
         input. A line-art model also takes gray ``(B, 1, h, w)`` frames (Rec. 601 luma)."""
         if geometry.scaled:
             raise ValueError("network_input takes frames already at the work size")
-        if self.input_kind == "lineart":
-            gray = rgb if rgb.shape[1] == 1 else color.rgb_to_gray(rgb)
-            source = color.normalize_unit(gray.clamp(0, 1))
-        else:
-            source = color.normalize_l(color.rgb_to_lab(rgb)[:, :1])
+        source = self.task.to_network(rgb)
         pad_bottom = geometry.padded_height - geometry.work_height
         pad_right = geometry.padded_width - geometry.work_width
         if pad_bottom or pad_right:
@@ -291,7 +223,7 @@ class Colorizer:
             try:
                 outputs.append(self._forward(source[start : start + size]))
             except Exception as error:
-                if not _is_out_of_memory(error):
+                if not is_out_of_memory(error):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -307,14 +239,6 @@ class Colorizer:
                 continue
             start += size
         return torch.cat(outputs)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def render_workers(frames: int) -> int:
@@ -360,21 +284,14 @@ class FrameStream:
     Call it with uint8 RGB ``(B, H, W, 3)`` frames; it returns uint8 RGB ``(B, H, W, 3)``.
     """
 
-    def __init__(
-        self,
-        colorizer: Colorizer,
-        temporal: TemporalParams | None = None,
-        flat_fill: bool = False,
-        work_size: int | None = None,
-    ):
-        if work_size is not None:
-            colorizer.check_work_size(work_size)
+    def __init__(self, colorizer: Colorizer, options: ColorizeOptions):
         self.colorizer = colorizer
-        self.work_size = work_size or colorizer.work_size
-        self.flat_fill = flat_fill
+        self.work_size = colorizer.work_size
+        self.flat_fill = options.flat_fill
         # Where the output L* comes from: a*b* models keep the input's; RGB models predict it.
-        self.keeps_input_lightness = colorizer.config.output == "ab"
+        self.keeps_input_lightness = colorizer.task.keeps_input_lightness
         self.smoother = None
+        temporal = options.temporal
         if temporal is not None:
             # An RGB model's L* is a prediction that flickers like its chroma: smooth it too
             # (inside regions only; see TemporalParams.lightness).
@@ -411,20 +328,20 @@ class FrameStream:
         # Gray frames are the smoothing's guide, and all a line-art model sees: one channel to
         # scale, convert and move instead of three (cv2's luma of uint8 RGB is exact for
         # neutral line art and within half a level otherwise). An L*a*b* model takes RGB.
-        lineart = colorizer.input_kind == "lineart"
-        work_frames = np.stack([to_gray(frame) for frame in frames]) if lineart else frames
+        lineart = colorizer.task.reads_gray
+        work_frames = frames
+        if lineart:
+            work_frames = np.stack([color_array.to_gray(frame) for frame in frames])
         if geometry.scaled:
             # Scale down on the CPU before anything else: area averaging keeps thin lines
-            # visible, costs a few ms per 1080p frame (torch's antialiased resize of the
-            # float frame costs tens), and only work-size frames travel to the device.
-            work_frames = np.stack(
-                [upsample.resize_to_work(frame, self.work_size) for frame in work_frames]
-            )
+            # visible, is far cheaper than torch's antialiased resize of the float frame, and
+            # only work-size frames travel to the device.
+            work_frames = np.stack([resize_to_work(frame, self.work_size) for frame in work_frames])
             geometry = colorizer.geometry(geometry.work_height, geometry.work_width, self.work_size)
         if lineart:
             work_grays, network_frames = work_frames, work_frames[..., None]
         else:
-            work_grays = np.stack([to_gray(frame) for frame in work_frames])
+            work_grays = np.stack([color_array.to_gray(frame) for frame in work_frames])
             network_frames = work_frames
         # Every frame takes the same path, smoothed or not, so that --no-temporal (or a
         # frame after a cut) differs from smoothing only by the smoothing.
@@ -436,9 +353,8 @@ class FrameStream:
         frames, work_grays, work_lab = predicted
         # Scaled frames of RGB models get the native input's lines drawn over the upsampled
         # colors, so lines stay as crisp as drawn. At the native size the network's own lines
-        # are kept: drawing the input's over them gained nothing and imported the input's
-        # own flicker (XDoG line art of a panning shot: warping error 1.2e-2, against 7.6e-4
-        # for the colored truth), doubling the output's.
+        # are kept: drawing the input's over them imports the input's own line flicker
+        # (docs/design.md#the-generator-stage).
         scaled = work_grays.shape[1:3] != frames.shape[1:3]
         darken = scaled and not self.keeps_input_lightness
         # Smoothing carries state from frame to frame, so its blending goes in order (the
@@ -467,7 +383,7 @@ class FrameStream:
         # The input's L* guides the upsampling, is the output's (a*b* models) or draws its
         # lines (darken); an RGB model's frame at its own size needs none of that.
         needs_l = keep_input or darken or lab.shape[:2] != frame.shape[:2]
-        native_l = upsample.lightness(frame) if needs_l else None
+        native_l = color_array.lightness(frame) if needs_l else None
         if keep_input:
             luminance = "input"
         else:
@@ -476,7 +392,7 @@ class FrameStream:
             luminance = "darken" if darken and not self.flat_fill else "predicted"
         native = upsample.to_native(lab, frame, luminance, native_l=native_l)
         if self.flat_fill:
-            gray = to_gray(frame)
+            gray = color_array.to_gray(frame)
             if keep_input:
                 native[..., 1:] = flat_fill(gray, np.ascontiguousarray(native[..., 1:]))
             else:
@@ -485,4 +401,4 @@ class FrameStream:
                 native = upsample.darken(native, native_l)
         # Gamut fitting keeps L* exact where that is promised (a*b* models); an RGB model's
         # colors are in gamut to begin with, and darkening keeps them so.
-        return upsample.lab_to_rgb(native, fit_gamut=keep_input)
+        return color_array.lab_to_rgb(native, fit_gamut=keep_input)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from celpaint.cli.app import main
-from celpaint.pipeline.frames import list_images, read_image, write_image
-from celpaint.pipeline.media import probe
+from celpaint.io.frames import list_images, read_image, write_image
+from celpaint.io.media import probe
 from tests.conftest import make_clip, make_frames
 from tests.helpers import audio_stream_count, stream_duration
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from celpaint.cli.app import main
-from celpaint.pipeline.frames import write_image
+from celpaint.io.frames import write_image
 
 
 def _folder(path, images):

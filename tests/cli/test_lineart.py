@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 
 from celpaint.cli.app import main
-from celpaint.pipeline.frames import list_images, read_image, write_image
-from celpaint.pipeline.lineart import xdog
-from celpaint.pipeline.media import probe
-from celpaint.pipeline.video import VideoReader
+from celpaint.io.frames import list_images, read_image, write_image
+from celpaint.io.media import probe
+from celpaint.io.video import VideoReader
+from celpaint.ops.lineart import xdog
 from tests.helpers import audio_stream_count
 
 

@@ -5,9 +5,9 @@ from fractions import Fraction
 import numpy as np
 
 from celpaint.cli.app import main
-from celpaint.pipeline.frames import list_images, read_image
-from celpaint.pipeline.media import probe
-from celpaint.pipeline.video import VideoReader
+from celpaint.io.frames import list_images, read_image
+from celpaint.io.media import probe
+from celpaint.io.video import VideoReader
 from tests.helpers import audio_stream_count, stream_duration
 
 

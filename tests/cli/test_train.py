@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from celpaint import color
 from celpaint.cli.app import main
-from celpaint.models import load_model
-from celpaint.models.training import STATE_NAME, load_train_state
-from celpaint.pipeline.frames import list_images, read_image
+from celpaint.color import tensor as color
+from celpaint.io.frames import list_images, read_image
+from celpaint.models.checkpoint import load_model
+from celpaint.training.rundir import STATE_NAME, load_train_state
 from tests.conftest import make_clip
 
 TINY = ["--depth", "3", "--base-channels", "4", "--max-channels", "8", "--disc-channels", "4",

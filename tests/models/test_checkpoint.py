@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from celpaint.errors import CheckpointError
-from celpaint.models import ModelConfig, build, load_model, save_model
 from celpaint.models import checkpoint as checkpoint_module
-from celpaint.models.training import (
+from celpaint.models.checkpoint import ModelConfig, load_model, save_model
+from celpaint.models.registry import build
+from celpaint.training.loop import (
     STATE_FORMAT,
     TrainConfig,
     Trainer,
@@ -189,3 +191,26 @@ def test_chroma_scale_is_saved_and_checked(tmp_path):
     assert load_model(tmp_path / "g")[1].chroma_scale == 0.6
     with pytest.raises(CheckpointError, match="chroma_scale"):
         ModelConfig("unet", {}, "lineart", "rgb", size_multiple=8, chroma_scale=-1)
+
+
+def test_a_format_1_config_without_the_newer_fields_loads(tmp_path):
+    """Checkpoints written before the task field existed load unchanged, with its default."""
+    model = build("unet", in_channels=1, out_channels=2, depth=3, base_channels=4, max_channels=8)
+    args = dict(in_channels=1, out_channels=2, depth=3, base_channels=4, max_channels=8)
+    config = ModelConfig("unet", args, "grayscale", "ab", size_multiple=8, work_size=64)
+    directory = save_model(model, tmp_path / "old", config)
+    config_path = directory / "config.json"
+    data = json.loads(config_path.read_text())
+    # As celpaint 0.1.0 wrote it: format 1, no "task".
+    for newer in ("task",):
+        data.pop(newer)
+    config_path.write_text(json.dumps(data))
+    loaded, config = load_model(directory)
+    assert config.task.name == "lab" and config.format_version == 1
+    frames = torch.rand(1, 1, 32, 32)
+    assert torch.equal(loaded(frames), model.eval()(frames))
+    # A task that contradicts the kinds is refused, not guessed.
+    data["task"] = "pix2pix"
+    config_path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="says task 'pix2pix'"):
+        load_model(directory)

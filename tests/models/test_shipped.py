@@ -14,8 +14,8 @@ import pytest
 
 from celpaint.models import zoo
 from celpaint.models.checkpoint import load_model
-from celpaint.models.training import TrainConfig, train
 from celpaint.pipeline.colorizer import Colorizer
+from celpaint.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"

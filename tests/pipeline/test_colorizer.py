@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from celpaint.device import resolve_precision
 from celpaint.errors import CheckpointError, InputError, ProcessingError
-from celpaint.models import load_model
-from celpaint.pipeline.colorizer import Colorizer, WorkGeometry, resolve_device, resolve_precision
+from celpaint.models.checkpoint import load_model
+from celpaint.ops.geometry import WorkGeometry
+from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, choose_device
 
 
 def _frames(count=3, height=142, width=250, seed=0):
@@ -76,14 +78,17 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_frame(lineart_model, mon
 
 
 def test_device_and_precision_checks():
-    assert resolve_device("cpu").type == "cpu"
+    assert choose_device("cpu", "auto") == (torch.device("cpu"), torch.float32)
     with pytest.raises(InputError):
-        resolve_device("toaster")
+        choose_device("toaster", "auto")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA"):
-            resolve_device("cuda:0")
+            choose_device("cuda:0", "auto")
     assert resolve_precision("auto", torch.device("cpu")) == torch.float32
     with pytest.raises(InputError, match="needs a GPU"):
+        choose_device("cpu", "fp16")
+    # Below the pipeline the same checks are ValueErrors (celpaint.device raises no InputError).
+    with pytest.raises(ValueError, match="needs a GPU"):
         resolve_precision("fp16", torch.device("cpu"))
 
 
@@ -140,13 +145,13 @@ def _line_art_clip(count=4, scale=3):
 
 
 def test_large_frames_are_colored_at_full_size_with_crisp_lines(lineart_model):
-    from celpaint.pipeline.temporal import TemporalParams
-    from celpaint.pipeline.upsample import lightness, rgb_to_lab
+    from celpaint.color.array import lightness, rgb_to_lab
+    from celpaint.ops.temporal import TemporalParams
 
     frames = _line_art_clip(scale=4)  # 192x320, the network sees 48x80
     colorizer = Colorizer.from_pretrained(lineart_model, work_size=80)
     assert colorizer.geometry(192, 320).scaled
-    out = colorizer.stream(TemporalParams())(frames)
+    out = colorizer.stream(ColorizeOptions(temporal=TemporalParams()))(frames)
     assert out.shape == frames.shape and out.dtype == np.uint8
     on_lines = frames[..., 0] < 64
     for frame, colored in zip(frames, out, strict=True):
@@ -160,14 +165,14 @@ def test_large_frames_are_colored_at_full_size_with_crisp_lines(lineart_model):
 
 
 def test_grayscale_model_keeps_the_input_luminance_with_smoothing(gray_model):
-    from celpaint.pipeline.temporal import TemporalParams
-    from celpaint.pipeline.upsample import lightness, rgb_to_lab
+    from celpaint.color.array import lightness, rgb_to_lab
+    from celpaint.ops.temporal import TemporalParams
 
     colorizer = Colorizer.from_pretrained(gray_model, work_size=64)  # scaled down for the net
     rng = np.random.default_rng(3)
     gray = rng.integers(0, 256, (4, 142, 250), dtype=np.uint8)
     frames = np.repeat(gray[..., None], 3, axis=3)
-    out = colorizer.stream(TemporalParams())(frames)
+    out = colorizer.stream(ColorizeOptions(temporal=TemporalParams()))(frames)
     assert np.any(out != frames)
     for frame, colored in zip(frames, out, strict=True):
         # Out-of-gamut chroma is reduced at constant L*: only 8-bit rounding is left.
@@ -181,7 +186,7 @@ def test_flat_fill_gives_one_color_per_closed_region(lineart_model):
     frames = _line_art_clip(count=2)
     colorizer = Colorizer.from_pretrained(lineart_model)
     plain = colorizer.colorize(frames)
-    filled = colorizer.stream(flat_fill=True)(frames)
+    filled = colorizer.stream(ColorizeOptions(temporal=None, flat_fill=True))(frames)
     for frame, colored, noisy in zip(frames, filled, plain, strict=True):
         regions = label(frame[..., 0] >= 128, connectivity=1)
         assert regions.max() >= 4
@@ -193,10 +198,9 @@ def test_flat_fill_gives_one_color_per_closed_region(lineart_model):
         assert np.array_equal(colored[regions == 0], noisy[regions == 0])
 
 
-def test_stream_rejects_a_work_size_below_the_size_multiple(lineart_model):
-    colorizer = Colorizer.from_pretrained(lineart_model)
+def test_colorizer_rejects_a_work_size_below_the_size_multiple(lineart_model):
     with pytest.raises(InputError, match="size multiple"):
-        colorizer.stream(work_size=8)
+        Colorizer.from_pretrained(lineart_model, work_size=8)
 
 
 @pytest.mark.parametrize("kind", ["lineart", "gray"])

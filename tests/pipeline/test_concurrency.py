@@ -19,12 +19,16 @@ import pytest
 import torch
 from torch import nn
 
-from celpaint.models import ModelConfig
-from celpaint.pipeline import run
-from celpaint.pipeline.colorizer import Colorizer, generator_workers
-from celpaint.pipeline.frames import list_images, read_image, write_image
-from celpaint.pipeline.sources import Source
-from celpaint.pipeline.video import VideoReader
+from celpaint.device import torch_threads
+from celpaint.io.frames import list_images, read_image, write_image
+from celpaint.io.sinks import EncodeOptions, VideoSink
+from celpaint.io.sources import Source
+from celpaint.io.video import VideoReader
+from celpaint.models.checkpoint import ModelConfig
+from celpaint.pipeline.api import colorize
+from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
+from celpaint.pipeline.engine import run_jobs
+from celpaint.pipeline.jobs import plan
 from tests.helpers import assert_nothing_left
 
 BATCH = 5  # does not divide the clip's 24 frames, so the last batch is a short one
@@ -45,9 +49,9 @@ def _batches(frames: np.ndarray, transform) -> np.ndarray:
 def test_output_is_identical_to_a_sequential_run(tmp_path, clip, ffmpeg, lineart_model, output):
     colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
     expected = _batches(np.stack(_read_video(clip, ffmpeg)), colorizer.colorize)
-    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
-    jobs = run.plan([clip], tmp_path / output, options)
-    run.run_jobs(jobs, colorizer.colorize, BATCH, options)
+    options = EncodeOptions(lossless=True)
+    jobs = plan([clip], tmp_path / output, options)
+    run_jobs(jobs, BATCH, transform=colorizer.colorize)
     if output == "frames":
         produced = [read_image(path) for path in list_images(tmp_path / output)]
     else:
@@ -61,13 +65,13 @@ def test_stateful_colorizing_is_identical_to_a_sequential_run(
     # Temporal smoothing carries state from frame to frame, so any reordering or repeat in the
     # pipeline would change every later frame.
     colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
-    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
-    stream = colorizer.stream(options.temporal_params())
+    options = EncodeOptions(lossless=True)
+    stream = colorizer.stream(ColorizeOptions())
     # With as many torch threads per forward pass as colorize gives each of its passes: a
     # convolution's float sums may round differently when split over another thread count.
-    with run._torch_threads(generator_workers(colorizer)[1]):
+    with torch_threads(generator_workers(colorizer)[1]):
         expected = _batches(np.stack(_read_video(clip, ffmpeg)), stream)
-    run.colorize([clip], tmp_path / "out.mkv", colorizer, options)
+    colorize([clip], tmp_path / "out.mkv", colorizer, encode=options)
     np.testing.assert_array_equal(np.stack(_read_video(tmp_path / "out.mkv", ffmpeg)), expected)
 
 
@@ -100,7 +104,7 @@ def test_order_is_kept_under_random_delays_in_every_stage(
             delay = rng.random() * longest
         time.sleep(delay)
 
-    original_frames, original_write = Source.frames, run._VideoSink.write
+    original_frames, original_write = Source.frames, VideoSink.write
 
     def slow_frames(self):
         for frame in original_frames(self):
@@ -116,12 +120,13 @@ def test_order_is_kept_under_random_delays_in_every_stage(
         original_write(self, name, rgb)
 
     out = tmp_path / "out.mkv"
-    options = run.ColorizeOptions(lossless=True, batch_size=rng.choice([1, 3, 7]))
+    options = EncodeOptions(lossless=True)
+    batch_size = rng.choice([1, 3, 7])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Source, "frames", slow_frames)
-        patch.setattr(run._VideoSink, "write", slow_write)
-        jobs = run.plan([source], out, options)
-        (result,) = run.run_jobs(jobs, slow_transform, options.batch_size, options, workers=workers)
+        patch.setattr(VideoSink, "write", slow_write)
+        jobs = plan([source], out, options)
+        (result,) = run_jobs(jobs, batch_size, transform=slow_transform, workers=workers)
     assert result.frames == 40
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(40))
     assert_nothing_left(threads_before)
@@ -132,7 +137,7 @@ class StageFailure(Exception):
 
 
 class _ThreeStages:
-    """A transform in three stages (see ``run.transform_stages``) that hand each other
+    """A transform in three stages (see ``engine.transform_stages``) that hand each other
     different kinds of objects, pause at random, and can fail in one stage at one batch."""
 
     def __init__(self, pause=lambda: None, failing: int | None = None, at: int = 0):
@@ -178,10 +183,10 @@ def test_order_is_kept_through_several_transform_stages(
         time.sleep(delay)
 
     out = tmp_path / "out.mkv"
-    options = run.ColorizeOptions(lossless=True)
+    options = EncodeOptions(lossless=True)
     transform = _ThreeStages(pause)
-    jobs = run.plan([source], out, options)
-    (result,) = run.run_jobs(jobs, transform, 4, options, workers=workers)
+    jobs = plan([source], out, options)
+    (result,) = run_jobs(jobs, 4, transform=transform, workers=workers)
     assert result.frames == 30 and transform.calls == [8, 8, 8]
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
     assert_nothing_left(threads_before)
@@ -193,18 +198,18 @@ def test_an_error_in_any_transform_stage_ends_the_run(
     tmp_path, clip, threads_before, failing, at, workers
 ):
     out = tmp_path / "out.mp4"
-    options = run.ColorizeOptions()
-    jobs = run.plan([clip], out, options)
+    options = EncodeOptions()
+    jobs = plan([clip], out, options)
     with pytest.raises(StageFailure, match=f"stage {failing} failed"):
-        run.run_jobs(jobs, _ThreeStages(failing=failing, at=at), 3, options, workers=workers)
+        run_jobs(jobs, 3, transform=_ThreeStages(failing=failing, at=at), workers=workers)
     assert list(tmp_path.iterdir()) == []
     assert_nothing_left(threads_before)
 
 
 def _fail_in(stage: str, at: int, patch: pytest.MonkeyPatch):
     """Make ``stage`` fail on its ``at``-th frame or batch; returns the transform to run."""
-    original_frames, original_write = Source.frames, run._VideoSink.write
-    original_close = run._VideoSink.close
+    original_frames, original_write = Source.frames, VideoSink.write
+    original_close = VideoSink.close
 
     def frames(self):
         for index, frame in enumerate(original_frames(self)):
@@ -231,8 +236,8 @@ def _fail_in(stage: str, at: int, patch: pytest.MonkeyPatch):
         return batch
 
     patch.setattr(Source, "frames", frames)
-    patch.setattr(run._VideoSink, "write", write)
-    patch.setattr(run._VideoSink, "close", close)
+    patch.setattr(VideoSink, "write", write)
+    patch.setattr(VideoSink, "close", close)
     return transform
 
 
@@ -246,12 +251,12 @@ def test_an_error_in_each_stage_ends_the_run_with_it_and_no_output(
 ):
     out_folder = tmp_path / "out"
     out_folder.mkdir()
-    options = run.ColorizeOptions()
+    options = EncodeOptions()
     with pytest.MonkeyPatch.context() as patch:
         transform = _fail_in(stage, at, patch)
-        jobs = run.plan([clip], out_folder / "out.mp4", options)
+        jobs = plan([clip], out_folder / "out.mp4", options)
         with pytest.raises(StageFailure, match=f"{stage} failed"):
-            run.run_jobs(jobs, transform, 3, options)
+            run_jobs(jobs, 3, transform=transform)
     assert list(out_folder.iterdir()) == []
     assert_nothing_left(threads_before)
 
@@ -260,7 +265,7 @@ def test_an_error_while_other_stages_wait_on_full_queues(tmp_path, clip, threads
     # A slow transform lets the decoder fill its queue and block; the failure must still end
     # the run rather than leave the decoder waiting for room forever.
     out = tmp_path / "out.mp4"
-    options = run.ColorizeOptions()
+    options = EncodeOptions()
     calls = {"batches": 0}
 
     def slow_then_failing(batch):
@@ -270,16 +275,16 @@ def test_an_error_while_other_stages_wait_on_full_queues(tmp_path, clip, threads
             raise StageFailure("transform failed")
         return batch
 
-    jobs = run.plan([clip], out, options)
+    jobs = plan([clip], out, options)
     with pytest.raises(StageFailure):
-        run.run_jobs(jobs, slow_then_failing, 1, options)
+        run_jobs(jobs, 1, transform=slow_then_failing)
     assert list(tmp_path.iterdir()) == []
     assert_nothing_left(threads_before)
 
 
 def test_success_leaves_nothing_behind(tmp_path, clip, threads_before):
-    options = run.ColorizeOptions()
-    (result,) = run.run_jobs(run.plan([clip], tmp_path / "o.mp4", options), None, 4, options)
+    options = EncodeOptions()
+    (result,) = run_jobs(plan([clip], tmp_path / "o.mp4", options), 4)
     assert result.frames == 24 and result.output.exists()
     assert_nothing_left(threads_before)
 
@@ -289,7 +294,7 @@ def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, thread
     """A real SIGINT reaching the main thread while it waits for the (slow) decoder (or, with
     workers, for the generator threads)."""
     out = tmp_path / "out.mp4"
-    options = run.ColorizeOptions()
+    options = EncodeOptions()
     original_frames = Source.frames
 
     def slow_frames(self):
@@ -303,9 +308,9 @@ def test_ctrl_c_while_waiting_on_a_stage_stops_everything(tmp_path, clip, thread
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Source, "frames", slow_frames)
-            jobs = run.plan([clip], out, options)
+            jobs = plan([clip], out, options)
             with pytest.raises(KeyboardInterrupt):
-                run.run_jobs(jobs, lambda batch: batch, 2, options, workers=workers)
+                run_jobs(jobs, 2, transform=lambda batch: batch, workers=workers)
                 # The signal may land just after the run; waiting keeps it inside the raises.
                 time.sleep(5)
     finally:
@@ -338,16 +343,16 @@ def test_cpu_colorize_runs_two_single_threaded_generator_passes(
 
     monkeypatch.setattr(colorizer, "predict_work_lab", recording)
     threads = torch.get_num_threads()
-    options = run.ColorizeOptions(batch_size=3, lossless=True)
-    run.colorize([clip], tmp_path / "out.mkv", colorizer, options)
+    options = EncodeOptions(lossless=True)
+    colorize([clip], tmp_path / "out.mkv", colorizer, encode=options)
     assert torch.get_num_threads() == threads  # restored
     assert {name for name, _ in seen} == {"celpaint-stage-0-0", "celpaint-stage-0-1"}
     assert {count for _, count in seen} == {1}
     # The same frames as one pass of every batch in order (smoothing included).
     monkeypatch.setattr(colorizer, "predict_work_lab", original)
-    stream = colorizer.stream(options.temporal_params())
+    stream = colorizer.stream(ColorizeOptions())
     frames = np.stack(_read_video(clip, ffmpeg))
-    with run._torch_threads(1):
+    with torch_threads(1):
         expected = [stream(frames[at : at + 3]) for at in range(0, len(frames), 3)]
     produced = np.stack(_read_video(tmp_path / "out.mkv", ffmpeg))
     np.testing.assert_array_equal(produced, np.concatenate(expected))
@@ -365,7 +370,7 @@ def test_rendering_on_several_threads_changes_nothing(
     clip = make_clip(tmp_path / "clip.mp4", ffmpeg, frames=9, size=(200, 120))
     frames = np.stack(_read_video(clip, ffmpeg))
     colorizer = Colorizer.from_pretrained(request.getfixturevalue(model), work_size=64)
-    params = run.ColorizeOptions().temporal_params()
+    params = ColorizeOptions()
     monkeypatch.setattr(colorizer_module, "render_workers", lambda count: 1)
     one = _batches(frames, colorizer.stream(params))
     monkeypatch.setattr(colorizer_module, "render_workers", lambda count: min(count, 3))
@@ -400,9 +405,9 @@ def test_out_of_memory_backoff_keeps_every_frame_once_in_order(tmp_path, ffmpeg,
     config = ModelConfig("unet", {}, "lineart", "rgb", size_multiple=8, work_size=64)
     colorizer = Colorizer(generator, config, device="cpu", batch_size=8)
     out = tmp_path / "out.mkv"
-    options = run.ColorizeOptions(batch_size=8, lossless=True)
-    jobs = run.plan([source], out, options)
-    (result,) = run.run_jobs(jobs, colorizer.colorize, 8, options)
+    options = EncodeOptions(lossless=True)
+    jobs = plan([source], out, options)
+    (result,) = run_jobs(jobs, 8, transform=colorizer.colorize)
     assert result.frames == 30
     assert _frame_indices(_read_video(out, ffmpeg)) == list(range(30))
     # 8 fails, 4 fails, then chunks of 2 for the rest of the run: no batch is retried twice.
@@ -450,9 +455,9 @@ def test_cuda_pipeline_matches_cpu_and_picks_a_batch_size(tmp_path, clip, linear
     cpu = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=BATCH)
     cuda = Colorizer.from_pretrained(lineart_model, device="cuda", precision="fp32")
     assert cuda.batch_size >= 1
-    options = run.ColorizeOptions(batch_size=BATCH, lossless=True)
-    run.colorize([clip], tmp_path / "cpu", cpu, options)
-    run.colorize([clip], tmp_path / "cuda", cuda, options)
+    options = EncodeOptions(lossless=True)
+    colorize([clip], tmp_path / "cpu", cpu, encode=options)
+    colorize([clip], tmp_path / "cuda", cuda, encode=options)
     for want, got in zip(
         list_images(tmp_path / "cpu"), list_images(tmp_path / "cuda"), strict=True
     ):

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from celpaint.pipeline.frames import read_image
-from celpaint.pipeline.lineart import xdog
+from celpaint.io.frames import read_image
+from celpaint.ops.lineart import xdog
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_dataset.py"
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from celpaint.pipeline.frames import list_images
-from celpaint.pipeline.lineart import LineArtParams, xdog
-from celpaint.pipeline.media import probe
+from celpaint.io.frames import list_images
+from celpaint.io.media import probe
+from celpaint.ops.lineart import LineArtParams, xdog
 from tests.helpers import audio_stream_count, stream_duration
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

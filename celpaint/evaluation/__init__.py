@@ -1,0 +1,1 @@
+"""Scoring colorized frames against the truth: metrics, warping error, clip comparison."""

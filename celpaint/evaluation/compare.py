@@ -1,0 +1,154 @@
+"""Comparing a colorized clip, frame folder or image with its ground truth, frame by frame: what
+``celpaint evaluate`` runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celpaint.errors import InputError
+from celpaint.evaluation.warping import WarpingError
+from celpaint.io.frames import json_safe
+from celpaint.io.sources import open_source
+from celpaint.ops.metrics import DEFAULT_THRESHOLD, METRIC_NAMES, frame_metrics, mean_metrics
+
+
+@dataclass
+class Evaluation:
+    """Per-frame and mean metrics of a prediction against its ground truth.
+
+    Attributes:
+        frames: one dict per frame: ``name`` plus the metrics of ``METRIC_NAMES``.
+        mean: the mean of each metric over the frames.
+        threshold: the accuracy threshold used.
+    """
+
+    prediction: Path
+    ground_truth: Path
+    threshold: float
+    frames: list[dict] = field(default_factory=list)
+    mean: dict[str, float] = field(default_factory=dict)
+    input: Path | None = None
+    warping_error: dict[str, float] | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (infinite PSNR written as ``"inf"``, NaN as null)."""
+        data = {
+            "prediction": str(self.prediction),
+            "ground_truth": str(self.ground_truth),
+            "accuracy_threshold": self.threshold,
+            "frame_count": len(self.frames),
+            "mean": self.mean,
+            "frames": self.frames,
+        }
+        if self.warping_error is not None:
+            data["input"] = str(self.input)
+            data["warping_error"] = self.warping_error
+        return json_safe(data)
+
+
+def evaluate(
+    prediction: str | os.PathLike,
+    ground_truth: str | os.PathLike,
+    threshold: float = DEFAULT_THRESHOLD,
+    ffmpeg: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    input: str | os.PathLike | None = None,
+) -> Evaluation:
+    """Compare two clips, frame folders or images frame by frame.
+
+    Args:
+        prediction, ground_truth: videos, frame folders or single images (any mix).
+        threshold: accuracy threshold (see ``pixel_accuracy``).
+        ffmpeg: ffmpeg binary for video inputs.
+        progress: called as ``progress(frames_done, frame_count)`` after each frame
+            (``frame_count`` may be an estimate for video).
+        input: the clip that was colorized (same frame count and size); when given, each
+            frame row gains ``warping_error`` (the pair ending at that frame; None for the
+            first) and ``warping_error_truth``, and ``Evaluation.warping_error`` holds the
+            means ``{"prediction", "ground_truth"}``.
+
+    Raises:
+        InputError: a source is missing or unreadable, the frame counts differ, or a pair of
+            frames differs in size.
+    """
+    if threshold < 0:
+        raise InputError(f"--threshold must not be negative, got {threshold}")
+    result = Evaluation(Path(prediction), Path(ground_truth), threshold)
+    with contextlib.ExitStack() as stack:
+        predicted = stack.enter_context(open_source(prediction, ffmpeg))
+        truth = stack.enter_context(open_source(ground_truth, ffmpeg))
+        source = stack.enter_context(open_source(input, ffmpeg)) if input is not None else None
+        meter = WarpingError(streams=2) if source is not None else None
+        input_frames = source.frames() if source is not None else None
+        exact = predicted.info.kind != "video" and truth.info.kind != "video"
+        if exact and predicted.info.frame_count != truth.info.frame_count:
+            raise InputError(
+                f"{prediction} has {predicted.info.frame_count} frames but {ground_truth} has "
+                f"{truth.info.frame_count}; compare sources of the same length"
+            )
+        if (predicted.info.width, predicted.info.height) != (truth.info.width, truth.info.height):
+            raise InputError(
+                f"{prediction} is {predicted.info.width}x{predicted.info.height} but "
+                f"{ground_truth} is {truth.info.width}x{truth.info.height}; metrics compare "
+                "frames of the same size"
+            )
+        if source is not None and (source.info.width, source.info.height) != (
+            truth.info.width, truth.info.height,
+        ):  # fmt: skip
+            raise InputError(
+                f"the input {input} is {source.info.width}x{source.info.height} but "
+                f"{ground_truth} is {truth.info.width}x{truth.info.height}; the warping error "
+                "needs the clip that was colorized, at the same size"
+            )
+        total = max(truth.info.frame_count, 1)
+        predicted_frames, true_frames = predicted.frames(), truth.frames()
+        index = 0
+        while True:
+            a = next(predicted_frames, None)
+            b = next(true_frames, None)
+            if a is None or b is None:
+                if a is not None or b is not None:
+                    longer, shorter = (prediction, ground_truth) if b is None else (
+                        ground_truth, prediction)  # fmt: skip
+                    raise InputError(
+                        f"{shorter} ended after {index} frames but {longer} has more; "
+                        "compare sources of the same length"
+                    )
+                break
+            if a.shape != b.shape:
+                raise InputError(
+                    f"frame {index + 1} differs in size: {a.shape[1]}x{a.shape[0]} in "
+                    f"{prediction}, {b.shape[1]}x{b.shape[0]} in {ground_truth}"
+                )
+            name = truth.info.name(index)
+            row = {"name": name, **frame_metrics(a, b, threshold)}
+            if meter is not None:
+                frame = next(input_frames, None)
+                if frame is None:
+                    raise InputError(
+                        f"the input {input} ended after {index} frames but {prediction} has "
+                        "more; give the clip that was colorized"
+                    )
+                errors = meter.add(frame, a, b)
+                row["warping_error"], row["warping_error_truth"] = errors or (None, None)
+            result.frames.append(row)
+            index += 1
+            if progress is not None:
+                progress(index, max(total, index))
+        if input_frames is not None and next(input_frames, None) is not None:
+            raise InputError(
+                f"the input {input} has more frames than {prediction}; give the clip that "
+                "was colorized"
+            )
+    if not result.frames:
+        raise InputError(f"{prediction} holds no frames")
+    if meter is not None:
+        result.input = Path(input)
+        prediction_error, truth_error = meter.means()
+        result.warping_error = {"prediction": prediction_error, "ground_truth": truth_error}
+    result.mean = mean_metrics([{k: row[k] for k in METRIC_NAMES} for row in result.frames])
+    return result

@@ -1,0 +1,1 @@
+"""Files and ffmpeg: probing, decoding, encoding, image folders, sources and sinks."""

@@ -1,0 +1,156 @@
+"""One interface over the three kinds of input: a video file, a frame folder, a single image."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from celpaint.errors import InputError
+from celpaint.io.frames import decode_image, image_size, is_image, list_images
+from celpaint.io.media import MediaInfo, find_ffmpeg, probe
+from celpaint.io.video import VideoReader
+
+log = logging.getLogger("celpaint")
+
+SourceKind = Literal["video", "folder", "image"]
+
+
+@dataclass
+class SourceInfo:
+    """What a source holds.
+
+    Attributes:
+        fps: exact frame rate of a video; None for folders and images.
+        frame_count: number of frames (for video, counted from the packets before decoding).
+        paths: the image files of a folder (in natural order) or the image itself; the frames
+            are read from exactly these. Empty for a video.
+        media: the probe result of a video (audio streams and so on), else None.
+    """
+
+    path: Path
+    kind: SourceKind
+    width: int
+    height: int
+    frame_count: int
+    fps: Fraction | None = None
+    paths: list[Path] = field(default_factory=list)
+    media: MediaInfo | None = None
+
+    def name(self, index: int) -> str:
+        """Output stem of the ``index``-th (0-based) frame: its file's stem, or
+        ``frame_000001``... for the frames of a video."""
+        return self.paths[index].stem if index < len(self.paths) else frame_name(index)
+
+
+def frame_name(index: int) -> str:
+    """Output stem of the ``index``-th (0-based) frame of a video."""
+    return f"frame_{index + 1:06d}"
+
+
+class Source:
+    """A readable input. Use ``open_source`` to make one."""
+
+    def __init__(self, info: SourceInfo, ffmpeg: str | None = None):
+        self.info = info
+        self._ffmpeg = ffmpeg
+        self._reader: VideoReader | None = None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Yield every frame as uint8 RGB ``(height, width, 3)``, in order."""
+        info = self.info
+        if info.kind == "video":
+            self._reader = VideoReader(info.path, self._ffmpeg, info=info.media)
+            yield from self._reader
+            return
+        transparent = 0
+        for path in info.paths:
+            frame, had_alpha = decode_image(path)
+            if had_alpha and not transparent:
+                log.warning("%s has transparency: composited on white", path.name)
+            transparent += had_alpha
+            if frame.shape[:2] != (info.height, info.width):
+                raise InputError(
+                    f"{path.name} is {frame.shape[1]}x{frame.shape[0]} but the other frames of "
+                    f"{info.path} are {info.width}x{info.height}; all frames must have one size"
+                )
+            yield frame
+        if transparent > 1:
+            log.warning("%d frames of %s had transparency", transparent, info.path.name)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+def open_source(path: str | os.PathLike, ffmpeg: str | None = None) -> Source:
+    """Open a video file, a folder of images or one image.
+
+    Folders are checked up front: every image must be readable and all must share one size, so a
+    bad frame is reported before any output is written.
+
+    Raises:
+        InputError: missing path, unknown file type, empty folder, mixed sizes, unreadable frames.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        return Source(_folder_info(path))
+    if is_image(path):
+        width, height = image_size(path)
+        return Source(SourceInfo(path, "image", width, height, 1, paths=[path]))
+    if path.is_file():  # anything else ffmpeg can read as a video
+        ffmpeg = find_ffmpeg(ffmpeg)
+        media = probe(path, ffmpeg)
+        info = SourceInfo(
+            path, "video", media.width, media.height, media.frame_count, media.fps, media=media
+        )
+        return Source(info, ffmpeg)
+    raise InputError(f"{path} is neither a video, an image nor a folder of images")
+
+
+def _folder_info(folder: Path) -> SourceInfo:
+    images = list_images(folder)
+    if not images:
+        raise InputError(
+            f"{folder} holds no images (looked for png, jpg, jpeg, webp, bmp, tif, tiff)"
+        )
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for image in images:
+        try:
+            size = image_size(image)
+        except InputError:
+            raise InputError(f"{image} is not a readable image; remove or replace it") from None
+        sizes.setdefault(size, []).append(image.name)
+    if len(sizes) > 1:
+        (common, _), *others = sorted(sizes.items(), key=lambda item: -len(item[1]))
+        odd_size, odd_names = others[0]
+        raise InputError(
+            f"frames in {folder} differ in size: most are {common[0]}x{common[1]} but "
+            f"{odd_names[0]} is {odd_size[0]}x{odd_size[1]}"
+            + (f" (and {sum(len(n) for _, n in others) - 1} more)" if len(odd_names) > 1 else "")
+            + "; resize them to one size first"
+        )
+    (width, height), _ = next(iter(sizes.items()))
+    names = [p.stem for p in images]
+    if len(set(names)) < len(names):
+        seen: set[str] = set()
+        twice = next(n for n in names if n in seen or seen.add(n))
+        raise InputError(
+            f"{folder} holds several images named {twice!r} with different extensions; their "
+            "outputs would collide, so rename one"
+        )
+    return SourceInfo(folder, "folder", width, height, len(images), paths=images)

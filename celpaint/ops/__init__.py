@@ -1,0 +1,1 @@
+"""Pure frame algorithms on numpy arrays (OpenCV, no IO, no torch)."""

@@ -1,0 +1,1 @@
+"""Training: configuration, data, losses, the GAN step, the run folder, distribution, the loop."""

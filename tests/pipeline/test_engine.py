@@ -1,0 +1,102 @@
+"""The streaming engine: planning outputs, concurrency, order, errors and cleanup."""
+
+import random
+import time
+
+import numpy as np
+import pytest
+
+from celpaint.errors import InputError, ProcessingError
+from celpaint.io.sinks import EncodeOptions
+from celpaint.io.sources import Source
+from celpaint.io.video import VideoReader
+from celpaint.pipeline.engine import run_jobs
+from celpaint.pipeline.jobs import plan
+from tests.conftest import make_frames
+from tests.helpers import assert_nothing_left
+
+
+def _invert(frames: np.ndarray) -> np.ndarray:
+    return 255 - frames
+
+
+def test_plan_rules(tmp_path, clip):
+    frames = make_frames(tmp_path / "shots")
+    options = EncodeOptions()
+    jobs = plan([clip], tmp_path / "o.mkv", options)
+    assert jobs[0].output_kind == "video"
+    jobs = plan([clip, frames], tmp_path / "out", options)
+    assert [j.output.name for j in jobs] == ["test pattern.mp4", "shots"]
+    assert [j.output_kind for j in jobs] == ["video", "folder"]
+    jobs = plan([frames], None, options)
+    assert jobs[0].output == tmp_path / "shots_color"
+    with pytest.raises(InputError, match="would both be written"):
+        plan([frames, frames], tmp_path / "out", options)
+    with pytest.raises(InputError, match="several frames"):
+        plan([frames], tmp_path / "x.png", options)
+    for job in jobs:
+        job.source.close()
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_concurrent_run_matches_sequential_under_random_delays(
+    tmp_path, clip, ffmpeg, kind, threads_before
+):
+    expected = [_invert(f) for f in VideoReader(clip, ffmpeg)]
+    rng = random.Random(0)
+
+    def slow_transform(frames):
+        time.sleep(rng.random() * 0.02)
+        return _invert(frames)
+
+    original_frames = Source.frames
+
+    def jittery_frames(self):
+        for frame in original_frames(self):
+            time.sleep(rng.random() * 0.005)
+            yield frame
+
+    out = tmp_path / ("out.mkv" if kind == "video" else "out")
+    options = EncodeOptions(lossless=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Source, "frames", jittery_frames)
+        jobs = plan([clip], out, options)
+        (result,) = run_jobs(jobs, 5, transform=slow_transform)
+    assert result.frames == 24
+    if kind == "video":
+        produced = list(VideoReader(out, ffmpeg))
+    else:
+        from celpaint.io.frames import list_images, read_image
+
+        produced = [read_image(p) for p in list_images(out)]
+    assert len(produced) == len(expected)
+    for want, got in zip(expected, produced, strict=True):
+        np.testing.assert_array_equal(want, got)
+    assert_nothing_left(threads_before)
+
+
+def test_interrupt_stops_every_stage_and_process(tmp_path, clip, threads_before):
+    out = tmp_path / "out.mp4"
+    options = EncodeOptions()
+
+    def interrupted(frames):
+        raise KeyboardInterrupt
+
+    jobs = plan([clip], out, options)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, 4, transform=interrupted)
+    assert list(tmp_path.iterdir()) == []
+    assert_nothing_left(threads_before)
+
+
+def test_a_dead_encoder_is_reported(tmp_path, clip, monkeypatch):
+    out = tmp_path / "out.mp4"
+    options = EncodeOptions()
+    jobs = plan([clip], out, options)
+
+    def wrong_size(frames):
+        return frames[:, :10]  # the encoder expects full frames
+
+    with pytest.raises((ProcessingError, ValueError)):
+        run_jobs(jobs, 4, transform=wrong_size)
+    assert list(tmp_path.iterdir()) == []
