@@ -13,12 +13,14 @@ from celpaint.cli.options import (
     FFmpeg,
     Fps,
     Lossless,
+    MaxPixels,
     NoAudio,
     Overwrite,
     Preset,
     Quiet,
     Resume,
     encode_options,
+    max_pixels,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
@@ -101,6 +103,7 @@ def colorize_command(
     overwrite: Overwrite = False,
     resume: Resume = False,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
@@ -128,7 +131,10 @@ def colorize_command(
         compile=compile,
     )
     with RichProgress(quiet=quiet) as progress:
-        colorize(inputs, output, colorizer, options, progress, encode=encode)
+        colorize(
+            inputs, output, colorizer, options, progress, encode=encode,
+            max_pixels=max_pixels(pixel_limit),
+        )  # fmt: skip
 
 
 def _batch_size(text: str) -> int | None:

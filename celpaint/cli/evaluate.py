@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from celpaint.cli.options import FFmpeg, Quiet
+from celpaint.cli.options import FFmpeg, MaxPixels, Quiet, max_pixels
 from celpaint.cli.progress import stderr_console
 
 # Per-frame rows are shown for short inputs; longer ones show the mean (and the JSON has all).
@@ -80,6 +80,7 @@ def evaluate_command(
         ),
     ] = None,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
@@ -103,7 +104,10 @@ def evaluate_command(
         def report(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = evaluate(prediction, ground_truth, threshold, ffmpeg, report, input=input)
+        result = evaluate(
+            prediction, ground_truth, threshold, ffmpeg, report, input=input,
+            max_pixels=max_pixels(pixel_limit), output=None if to_stdout else json_path,
+        )  # fmt: skip
 
     if json_path is not None:
         _write_json(json_path, result.to_dict())

@@ -12,12 +12,14 @@ from celpaint.cli.options import (
     FFmpeg,
     Fps,
     Lossless,
+    MaxPixels,
     NoAudio,
     Overwrite,
     Preset,
     Quiet,
     Resume,
     encode_options,
+    max_pixels,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
@@ -60,6 +62,7 @@ def lineart_command(
     overwrite: Overwrite = False,
     resume: Resume = False,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Draw line art (XDoG) from color clips, frame folders or images."""
@@ -74,4 +77,6 @@ def lineart_command(
         resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
     )  # fmt: skip
     with RichProgress(quiet=quiet, verb="traced") as progress:
-        extract_line_art(inputs, output, params, options, progress)
+        extract_line_art(
+            inputs, output, params, options, progress, max_pixels=max_pixels(pixel_limit)
+        )

@@ -15,10 +15,12 @@ from celpaint.cli.options import (
     FFmpeg,
     Fps,
     Lossless,
+    MaxPixels,
     Overwrite,
     Preset,
     Quiet,
     encode_options,
+    max_pixels,
 )
 from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
@@ -32,6 +34,7 @@ def extract_command(
         bool, typer.Option("--resume", help="Skip frames already extracted.")
     ] = False,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Split a clip into numbered PNG frames (frame_000001.png, ...)."""
@@ -42,7 +45,7 @@ def extract_command(
         raise InputError(f"extract writes a folder of frames; {output} looks like a file")
     options = EncodeOptions(overwrite=overwrite, resume=resume, ffmpeg=ffmpeg)
     with RichProgress(quiet=quiet, verb="extracted") as progress:
-        convert(video, output, options, progress)
+        convert(video, output, options, progress, max_pixels=max_pixels(pixel_limit))
 
 
 def assemble_command(
@@ -55,6 +58,7 @@ def assemble_command(
     lossless: Lossless = False,
     overwrite: Overwrite = False,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Join a folder of frames into a video, optionally with the audio of another clip."""
@@ -72,7 +76,7 @@ def assemble_command(
         ffmpeg=ffmpeg, audio_from=audio_from,
     )  # fmt: skip
     with RichProgress(quiet=quiet, verb="assembled") as progress:
-        convert(frames, output, options, progress)
+        convert(frames, output, options, progress, max_pixels=max_pixels(pixel_limit))
 
 
 def info_command(
@@ -80,6 +84,7 @@ def info_command(
         list[Path] | None, typer.Argument(help="Clips, frame folders or images to describe.")
     ] = None,
     ffmpeg: FFmpeg = None,
+    pixel_limit: MaxPixels = None,
 ) -> None:
     """Describe clips (fps, frames, size, duration, audio), the compute devices and the models."""
     import torch
@@ -91,7 +96,7 @@ def info_command(
     console = Console()
     ffmpeg_path = find_ffmpeg(ffmpeg)
     for path in paths or []:
-        with open_source(path, ffmpeg_path) as source:
+        with open_source(path, ffmpeg_path, max_pixels(pixel_limit)) as source:
             info = source.info
             table = Table(title=str(path), show_header=False, title_justify="left")
             table.add_row("kind", info.kind)

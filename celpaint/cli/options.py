@@ -44,6 +44,24 @@ AudioFrom = Annotated[
     typer.Option("--audio-from", help="Copy the audio streams of this clip into the video."),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+# None stands for io.frames.MAX_PIXELS (imported lazily: --help stays fast); see max_pixels().
+MaxPixels = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        show_default=False,
+        help="Refuse frames of more than N pixels (width x height), checked before decoding "
+        "[default: 100000000].",
+    ),
+]
+
+
+def max_pixels(value: int | None) -> int:
+    """The ``--max-pixels`` value, ``io.frames.MAX_PIXELS`` when not given."""
+    from celpaint.io.frames import MAX_PIXELS
+
+    return MAX_PIXELS if value is None else value
 
 
 def encode_options(

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from celpaint.errors import InputError
 from celpaint.evaluation.warping import WarpingError
-from celpaint.io.frames import json_safe
+from celpaint.io.frames import MAX_PIXELS, check_spares_inputs, json_safe
 from celpaint.io.sources import open_source
-from celpaint.ops.metrics import DEFAULT_THRESHOLD, METRIC_NAMES, frame_metrics, mean_metrics
+from celpaint.ops.metrics import (
+    DEFAULT_THRESHOLD,
+    METRIC_NAMES,
+    SSIM_MIN_SIDE,
+    frame_metrics,
+    mean_metrics,
+)
 
 
 @dataclass
@@ -57,6 +63,8 @@ def evaluate(
     ffmpeg: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     input: str | os.PathLike | None = None,
+    max_pixels: int = MAX_PIXELS,
+    output: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Compare two clips, frame folders or images frame by frame.
 
@@ -70,18 +78,28 @@ def evaluate(
             frame row gains ``warping_error`` (the pair ending at that frame; None for the
             first) and ``warping_error_truth``, and ``Evaluation.warping_error`` holds the
             means ``{"prediction", "ground_truth"}``.
+        max_pixels: the largest frame read (``open_source``).
+        output: where the caller will write the results (``--json``): refused, before any
+            comparing, when it is one of the files read, under any name.
 
     Raises:
-        InputError: a source is missing or unreadable, the frame counts differ, or a pair of
-            frames differs in size.
+        InputError: a source is missing or unreadable, ``output`` is one of them, the frame
+            counts differ, a pair of frames differs in size, or frames are smaller than
+            SSIM's 3x3 window.
     """
     if threshold < 0:
         raise InputError(f"--threshold must not be negative, got {threshold}")
     result = Evaluation(Path(prediction), Path(ground_truth), threshold)
     with contextlib.ExitStack() as stack:
-        predicted = stack.enter_context(open_source(prediction, ffmpeg))
-        truth = stack.enter_context(open_source(ground_truth, ffmpeg))
-        source = stack.enter_context(open_source(input, ffmpeg)) if input is not None else None
+        predicted = stack.enter_context(open_source(prediction, ffmpeg, max_pixels))
+        truth = stack.enter_context(open_source(ground_truth, ffmpeg, max_pixels))
+        source = None
+        if input is not None:
+            source = stack.enter_context(open_source(input, ffmpeg, max_pixels))
+        if output is not None:
+            opened = [item for item in (predicted, truth, source) if item is not None]
+            read = [path for item in opened for path in item.info.files()]
+            check_spares_inputs(Path(output), read, what="--json")
         meter = WarpingError(streams=2) if source is not None else None
         input_frames = source.frames() if source is not None else None
         exact = predicted.info.kind != "video" and truth.info.kind != "video"
@@ -95,6 +113,11 @@ def evaluate(
                 f"{prediction} is {predicted.info.width}x{predicted.info.height} but "
                 f"{ground_truth} is {truth.info.width}x{truth.info.height}; metrics compare "
                 "frames of the same size"
+            )
+        if min(truth.info.width, truth.info.height) < SSIM_MIN_SIDE:
+            raise InputError(
+                f"{ground_truth} is {truth.info.width}x{truth.info.height}: SSIM needs frames of "
+                f"at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} pixels, so these cannot be compared"
             )
         if source is not None and (source.info.width, source.info.height) != (
             truth.info.width, truth.info.height,

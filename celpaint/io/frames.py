@@ -1,4 +1,6 @@
-"""Image files and frame folders: reading in natural order, atomic writes, resume.
+"""Image files and frame folders: reading in natural order, atomic writes, resume; and the
+file-level safety every output gets: never over an input, never over a file that appeared
+during the run, temporary names that fit, stale temporaries of killed runs removed.
 
 Frames are uint8 RGB arrays of shape ``(H, W, 3)``.
 """
@@ -6,23 +8,40 @@ Frames are uint8 RGB arrays of shape ``(H, W, 3)``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from celpaint.errors import InputError, ProcessingError
 
 log = logging.getLogger("celpaint")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# The largest frame (width x height) read unless the caller raises it (``--max-pixels``). Every
+# frame is held several times over in float32 while it is colorized, so 100 megapixels already
+# take gigabytes; 8K is 33 megapixels. Checked from file headers and the video probe, before
+# anything is decoded.
+MAX_PIXELS = 100_000_000
 _DIGITS = re.compile(r"(\d+)")
+# Hidden temporary files: ``.STEM.celpaint-partial-PID.SUFFIX`` beside the output they become.
+_TEMP_MARK = ".celpaint-partial-"
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.celpaint-partial-(?P<pid>\d+)(?P<suffix>\.[^.]*)?$")
+# The longest file name (in bytes) most file systems take; os.pathconf says where it can.
+_NAME_MAX = 255
 
 
 def natural_key(name: str) -> list:
@@ -63,11 +82,20 @@ def decode_image(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     """Like ``read_image``, without warnings: returns ``(rgb, had_transparency)``."""
     path = Path(path)
     try:
+        require_regular(path)
         # np.fromfile + imdecode instead of imread: imread silently fails on some paths.
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as error:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            raise InputError(
+                f"{path} is larger than OpenCV decodes (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 pixels "
+                "unless set); scale it down first"
+            ) from None
+        image = None
     if image is None:
         raise InputError(f"{path} is not a readable image (corrupt, or not an image format)")
     return _to_rgb8(image, path)
@@ -97,27 +125,271 @@ def _to_rgb8(image: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
+    """``(width, height)`` from the file header, without decoding the pixels (whatever their
+    number: Pillow's decompression-bomb check is left to ``check_pixels``)."""
     try:
-        with Image.open(path) as image:
+        require_regular(path)
+        # The format's own reader, found by the extension, reads the header without Pillow's
+        # bomb check, which would stop at 179 megapixels with an error of its own.
+        factory = Image.OPEN.get(Image.registered_extensions().get(path.suffix.lower(), ""))
+        if factory is not None:
+            errors = (SyntaxError, IndexError, TypeError, ValueError)
+            with contextlib.suppress(*errors), factory[0](str(path)) as image:
+                return image.size
+        with Image.open(path) as image:  # a PNG named .jpg and the like
             return image.size
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         # PIL does not know every format OpenCV reads; decode as the last resort.
         frame = read_image(path, report_alpha=False)
         return frame.shape[1], frame.shape[0]
 
 
+def require_regular(path: Path) -> None:
+    """Raise ``InputError`` unless ``path`` is a regular file or a folder: reading a named pipe
+    or a device would wait forever or never end. Missing paths raise ``FileNotFoundError``."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = (
+        "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )  # fmt: skip
+    raise InputError(f"{path} is {kind}; give a video or image file or a folder of images")
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ``InputError`` when a ``width`` x ``height`` frame of ``path`` is over ``max_pixels``
+    (see ``MAX_PIXELS``)."""
+    if width * height > max_pixels:
+        raise InputError(
+            f"{path} is {width}x{height} ({width * height:,} pixels a frame), over the limit of "
+            f"{max_pixels:,}; pass --max-pixels {width * height} to read it anyway (memory "
+            "permitting) or scale it down"
+        )
+
+
+def check_spares_inputs(
+    output: Path, inputs: Iterable[Path], folder: bool = False, what: str = "the output"
+) -> None:
+    """Refuse an output that would write over an input, whatever its name.
+
+    Args:
+        output: a file to write, or a folder of frames to fill (``folder``).
+        inputs: every file the run reads (videos, images, the frames of input folders,
+            ``--audio-from``).
+        folder: ``output`` is a frame folder: refused also when it is the folder an input
+            image lies in (its frames could replace it, and ``--overwrite`` clears frames).
+        what: how messages name ``output`` (``the output``, ``--json``).
+
+    Raises:
+        InputError: ``output`` is an input (same path, a symbolic or hard link), or a frame
+            folder holding an input image.
+    """
+    output_id = _identity(output)
+    if output_id is None:
+        return  # every input exists; a path that does not cannot name one
+    parents: dict[Path, bool] = {}
+    for path in inputs:
+        if _identity(path) == output_id:
+            raise InputError(f"{what} {output} is the input {path}; choose another path")
+        if folder and is_image(path):
+            if path.parent not in parents:
+                parents[path.parent] = _identity(path.parent) == output_id
+            if parents[path.parent]:
+                raise InputError(
+                    f"{what} {output} is the folder of the input {path}; frames written there "
+                    "could replace input frames, so choose another folder"
+                )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """What ``os.path.samefile`` compares (device and inode, links followed); None if missing."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino
+
+
+def name_fits(path: Path) -> int | None:
+    """The byte limit on a file name in ``path``'s folder when ``path.name`` is longer than it,
+    else None."""
+    limit = _name_max(path.parent)
+    return limit if len(os.fsencode(path.name)) > limit else None
+
+
+def _name_max(folder: Path) -> int:
+    for candidate in (folder, *folder.parents):
+        try:
+            return min(os.pathconf(candidate, "PC_NAME_MAX"), _NAME_MAX)
+        except (OSError, ValueError):
+            continue
+    return _NAME_MAX
+
+
+def temporary_path(target: Path, pid: int | None = None) -> Path:
+    """The hidden file ``target`` is written to before it is renamed into place:
+    ``.STEM.celpaint-partial-PID.SUFFIX`` beside it (PID: this process's), so a killed run's
+    leftovers are recognised (``remove_stale_temporaries``). Where that name would pass the
+    255-byte limit, the stem is cut and a short hash of it added."""
+    stem = _short_stem(target, _TEMP_MARK)
+    return target.with_name(f".{stem}{_TEMP_MARK}{pid or os.getpid()}{target.suffix}")
+
+
+def _short_stem(target: Path, mark: str) -> str:
+    """``target``'s stem, cut to leave room for a dot, ``mark``, a number of up to 10 digits and
+    the suffix within ``_NAME_MAX`` bytes, with 8 hex digits of its hash where it was cut."""
+    room = _NAME_MAX - len(os.fsencode(f".{mark}{target.suffix}")) - 10
+    encoded = os.fsencode(target.stem)
+    if len(encoded) <= room:
+        return target.stem
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return os.fsdecode(encoded[: room - 9]) + "~" + digest
+
+
+def remove_stale_temporaries(folder: Path, target: Path | None = None) -> list[Path]:
+    """Delete the temporary files (``temporary_path``) that killed celpaint runs left in
+    ``folder``: those of ``target`` only when given, else every one; never one whose process
+    is still alive. Returns the paths removed."""
+    if not folder.is_dir():
+        return []
+    stem = _short_stem(target, _TEMP_MARK) if target is not None else None
+    removed = []
+    for entry in os.scandir(folder):
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if stem is not None and (match["stem"], match["suffix"] or "") != (stem, target.suffix):
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+            log.info("removed %s, left by a celpaint run that no longer runs", entry.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or a number no process has: keep it)
+    return True
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """The version of a file: its inode, modification time and size. Planning records it for
+    an output that ``--overwrite`` may replace; a different stamp at the end means the file
+    changed during the run."""
+
+    inode: int
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> FileStamp | None:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        return cls(status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+def publish(temp: Path, target: Path, replace: bool | FileStamp = True) -> Path:
+    """Rename the finished ``temp`` to ``target``.
+
+    Args:
+        replace: True: replace whatever is at ``target``. False: never replace anything (the
+            rename fails if a file appeared at ``target`` meanwhile, atomically). A
+            ``FileStamp``: replace only that version of ``target``.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ProcessingError: a file at ``target`` that may not be replaced; it is left untouched
+            and the result is kept beside it under a visible name the message gives.
+    """
+    if replace is True or (replace is not False and FileStamp.of(target) == replace):
+        os.replace(temp, target)
+        return target
+    try:
+        rename_no_replace(temp, target)
+    except FileExistsError:
+        mark = ".celpaint-result-"
+        kept = target.with_name(f"{_short_stem(target, mark)}{mark}{os.getpid()}{target.suffix}")
+        what = "a file appeared at" if replace is False else "the file changed at"
+        try:
+            rename_no_replace(temp, kept)
+        except OSError as error:
+            temp.unlink(missing_ok=True)
+            raise ProcessingError(
+                f"{what} {target} during the run and was left untouched; the result could not "
+                f"be kept beside it ({error.strerror or error}): rerun"
+            ) from None
+        raise ProcessingError(
+            f"{what} {target} during the run and was left untouched; the result is at {kept} "
+            "(rerun with --overwrite to replace that file)"
+        ) from None
+    return target
+
+
+def rename_no_replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (``FileExistsError``), without
+    a moment where both could be replaced: renameat2(RENAME_NOREPLACE) on Linux, else a hard
+    link and unlink, else (file systems without hard links) a check and a rename."""
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        at_cwd, no_replace = -100, 1
+        if renameat2(at_cwd, os.fsencode(source), at_cwd, os.fsencode(target), no_replace) == 0:
+            return
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), str(target))
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+            raise OSError(code, os.strerror(code), str(source))
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+@functools.cache
+def _renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    function.argtypes += [ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to: renamed to ``path`` when the block ends,
-    deleted if it fails, so ``path`` is never seen half written."""
+def atomic_path(path: str | os.PathLike, replace: bool | FileStamp = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to (``temporary_path``): renamed to ``path``
+    when the block ends (``publish``, with ``replace``), deleted if it fails, so ``path`` is
+    never seen half written."""
     path = Path(path)
-    temp = path.with_name(f".{path.name}.partial{path.suffix}")
+    temp = temporary_path(path)
     try:
         yield temp
-        os.replace(temp, path)
+        publish(temp, path, replace)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -126,6 +398,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically (see ``atomic_path``)."""
     path = Path(path)
+    remove_stale_temporaries(path.parent, path)
     try:
         with atomic_path(path) as temp:
             temp.write_text(text, encoding="utf-8")
@@ -153,11 +426,12 @@ def write_json(path: str | os.PathLike, data) -> Path:
     return write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+def write_image(path: str | os.PathLike, rgb: np.ndarray, replace: bool | FileStamp = True) -> Path:
     """Write a uint8 RGB ``(H, W, 3)`` (or gray ``(H, W)``) image atomically.
 
     The image is encoded to a temporary file in the same folder and renamed into place, so
-    an interrupted write never leaves a truncated image at ``path``.
+    an interrupted write never leaves a truncated image at ``path``. ``replace``: what may be
+    replaced at ``path`` (see ``publish``, which raises ``ProcessingError`` for the rest).
     """
     path = Path(path)
     if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3):
@@ -169,7 +443,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     if not ok:
         raise ProcessingError(f"could not encode {path.name} as {suffix}")
     try:
-        with atomic_path(path) as temp:
+        with atomic_path(path, replace) as temp:
             temp.write_bytes(encoded.tobytes())
     except OSError as error:
         raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None

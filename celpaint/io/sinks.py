@@ -17,7 +17,13 @@ from typing import Literal, Protocol
 import numpy as np
 
 from celpaint.errors import InputError
-from celpaint.io.frames import IMAGE_EXTENSIONS, write_image
+from celpaint.io.frames import (
+    IMAGE_EXTENSIONS,
+    FileStamp,
+    remove_stale_temporaries,
+    temporary_path,
+    write_image,
+)
 from celpaint.io.media import MediaInfo
 from celpaint.io.sources import SourceInfo
 from celpaint.io.video import WRITABLE_EXTENSIONS, VideoWriter, check_preset
@@ -95,17 +101,22 @@ class Sink(Protocol):
 
 
 class ImageSink:
-    """One frame as one image file, written atomically."""
+    """One frame as one image file, written atomically.
 
-    def __init__(self, path: Path):
+    Args:
+        replace: what may be replaced at ``path`` (``frames.publish``): by default nothing.
+    """
+
+    def __init__(self, path: Path, replace: bool | FileStamp = False):
         self.path = path
+        self.replace = replace
         self.frames_written = 0
 
     def is_done(self, name: str) -> bool:
         return False
 
     def write(self, name: str, rgb: np.ndarray) -> None:
-        write_image(self.path, rgb)
+        write_image(self.path, rgb, self.replace)
         self.frames_written += 1
 
     def close(self) -> Path:
@@ -144,46 +155,89 @@ class FolderSink:
     Args:
         folder: the output folder (created if missing).
         resume: when True, frames whose file already exists are reported as done.
+        overwrite: replace frames that exist, and once every frame is in place remove the
+            folder's other ``suffix`` files (an earlier output's frames); other files stay.
+            Without it a frame file that appears during the run is never replaced.
     """
 
-    def __init__(self, folder: str | os.PathLike, resume: bool = False, suffix: str = ".png"):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        resume: bool = False,
+        suffix: str = ".png",
+        overwrite: bool = False,
+    ):
         self.folder = Path(folder)
         self.resume = resume
         self.suffix = suffix
+        self.overwrite = overwrite
         self.frames_written = 0
+        self._names: set[str] = set()  # the frames of this output, written or found done
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, name: str) -> Path:
         return self.folder / f"{name}{self.suffix}"
 
     def is_done(self, name: str) -> bool:
-        return self.resume and self.path_for(name).is_file()
+        done = self.resume and self.path_for(name).is_file()
+        if done:
+            self._names.add(name)
+        return done
 
     def write(self, name: str, rgb: np.ndarray) -> None:
-        write_image(self.path_for(name), rgb)
+        write_image(self.path_for(name), rgb, self.overwrite)
+        self._names.add(name)
         self.frames_written += 1
 
     def close(self) -> Path:
+        if self.overwrite:
+            # Only now that every new frame is in place: an interrupted run keeps the old
+            # output's frames that it had not replaced yet.
+            for path in self.folder.iterdir():
+                if (
+                    path.suffix == self.suffix
+                    and not path.name.startswith(".")
+                    and path.stem not in self._names
+                    and path.is_file()
+                    and not path.is_symlink()
+                ):
+                    path.unlink(missing_ok=True)
         return self.folder
 
     def abort(self) -> None:
-        for temp in self.folder.glob(".*.partial*"):
+        # This run's temporaries only: another run may be writing into the same folder.
+        for temp in self.folder.glob(temporary_path(self.path_for("*")).name):
             temp.unlink(missing_ok=True)
 
 
-def open_sink(output: Path, kind: OutputKind, info: SourceInfo, options: EncodeOptions) -> Sink:
+def open_sink(
+    output: Path,
+    kind: OutputKind,
+    info: SourceInfo,
+    options: EncodeOptions,
+    planned: FileStamp | None = None,
+) -> Sink:
     """The sink writing ``output`` (of ``kind``) for a source described by ``info``.
 
     A video takes ``options.fps`` or the source's frame rate (24 for a frame folder, with a
     warning) and the audio of ``options.audio_from``, else the source's own unless
-    ``options.keep_audio`` is off.
+    ``options.keep_audio`` is off. Temporary files of killed runs of ``output`` are removed
+    first (``frames.remove_stale_temporaries``).
+
+    Args:
+        planned: the file at ``output`` when the work was planned; with ``options.overwrite``
+            that version, and only that, is replaced. A video or image output never replaces
+            anything else, such as a file another program created there meanwhile.
     """
-    if kind == "image":
-        return ImageSink(output)
     if kind == "folder":
+        remove_stale_temporaries(output)
         if options.resume and info.kind == "image":
             log.info("--resume has no effect on a single image")
-        return FolderSink(output, resume=options.resume)
+        return FolderSink(output, resume=options.resume, overwrite=options.overwrite)
+    remove_stale_temporaries(output.parent, output)
+    replace = planned if options.overwrite and planned is not None else False
+    if kind == "image":
+        return ImageSink(output, replace)
     if options.resume:
         log.warning("%s: --resume applies to frame-folder outputs; the video is redone", output)
     fps = options.fps or info.fps
@@ -204,5 +258,6 @@ def open_sink(output: Path, kind: OutputKind, info: SourceInfo, options: EncodeO
         crf=options.crf,
         lossless=options.lossless,
         preset=options.preset,
+        replace=replace,
     )
     return VideoSink(writer)

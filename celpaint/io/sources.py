@@ -13,7 +13,15 @@ from typing import Literal
 import numpy as np
 
 from celpaint.errors import InputError
-from celpaint.io.frames import decode_image, image_size, is_image, list_images
+from celpaint.io.frames import (
+    MAX_PIXELS,
+    check_pixels,
+    decode_image,
+    image_size,
+    is_image,
+    list_images,
+    require_regular,
+)
 from celpaint.io.media import MediaInfo, find_ffmpeg, probe
 from celpaint.io.video import VideoReader
 
@@ -47,6 +55,10 @@ class SourceInfo:
         """Output stem of the ``index``-th (0-based) frame: its file's stem, or
         ``frame_000001``... for the frames of a video."""
         return self.paths[index].stem if index < len(self.paths) else frame_name(index)
+
+    def files(self) -> list[Path]:
+        """Every file the frames are read from: the video, or the images."""
+        return self.paths if self.kind != "video" else [self.path]
 
 
 def frame_name(index: int) -> str:
@@ -95,34 +107,43 @@ class Source:
             self._reader.close()
 
 
-def open_source(path: str | os.PathLike, ffmpeg: str | None = None) -> Source:
+def open_source(
+    path: str | os.PathLike, ffmpeg: str | None = None, max_pixels: int = MAX_PIXELS
+) -> Source:
     """Open a video file, a folder of images or one image.
 
     Folders are checked up front: every image must be readable and all must share one size, so a
-    bad frame is reported before any output is written.
+    bad frame is reported before any output is written. Frame sizes come from the file headers
+    and the video probe, and are checked against ``max_pixels`` before anything is decoded.
 
     Raises:
-        InputError: missing path, unknown file type, empty folder, mixed sizes, unreadable frames.
+        InputError: missing path, a named pipe, socket or device, unknown file type, empty
+            folder, mixed sizes, unreadable frames, frames over ``max_pixels``.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
+    try:
+        require_regular(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
     if path.is_dir():
-        return Source(_folder_info(path))
+        return Source(_folder_info(path, max_pixels))
     if is_image(path):
         width, height = image_size(path)
+        check_pixels(path, width, height, max_pixels)
         return Source(SourceInfo(path, "image", width, height, 1, paths=[path]))
-    if path.is_file():  # anything else ffmpeg can read as a video
-        ffmpeg = find_ffmpeg(ffmpeg)
-        media = probe(path, ffmpeg)
-        info = SourceInfo(
-            path, "video", media.width, media.height, media.frame_count, media.fps, media=media
-        )
-        return Source(info, ffmpeg)
-    raise InputError(f"{path} is neither a video, an image nor a folder of images")
+    # Anything else ffmpeg can read as a video.
+    ffmpeg = find_ffmpeg(ffmpeg)
+    media = probe(path, ffmpeg)
+    check_pixels(path, media.width, media.height, max_pixels)
+    info = SourceInfo(
+        path, "video", media.width, media.height, media.frame_count, media.fps, media=media
+    )
+    return Source(info, ffmpeg)
 
 
-def _folder_info(folder: Path) -> SourceInfo:
+def _folder_info(folder: Path, max_pixels: int) -> SourceInfo:
     images = list_images(folder)
     if not images:
         raise InputError(
@@ -145,6 +166,7 @@ def _folder_info(folder: Path) -> SourceInfo:
             + "; resize them to one size first"
         )
     (width, height), _ = next(iter(sizes.items()))
+    check_pixels(folder / sizes[width, height][0], width, height, max_pixels)
     names = [p.stem for p in images]
     if len(set(names)) < len(names):
         seen: set[str] = set()

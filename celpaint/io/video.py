@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from celpaint.errors import InputError, ProcessingError
+from celpaint.io.frames import FileStamp, publish, temporary_path
 from celpaint.io.media import MediaInfo, find_ffmpeg, probe
 
 log = logging.getLogger("celpaint")
@@ -230,8 +231,9 @@ def _audio_args(suffix: str, audio_info: MediaInfo | None) -> tuple[list[str], s
 
 
 def partial_path(target: Path) -> Path:
-    """The temporary file a video is written to before it is renamed to ``target``."""
-    return target.with_name(f".{target.stem}.celpaint-partial-{os.getpid()}{target.suffix}")
+    """The temporary file a video is written to before it is renamed to ``target``
+    (``frames.temporary_path``: hidden, named after it and this process)."""
+    return temporary_path(target)
 
 
 class VideoWriter:
@@ -239,7 +241,8 @@ class VideoWriter:
 
     The video is written to a hidden temporary file beside ``path`` and renamed to ``path``
     only when ``close()`` succeeds; on error, interrupt or ``abort()`` the temporary file is
-    deleted and nothing appears at ``path``.
+    deleted and nothing appears at ``path``. The rename replaces only what ``replace`` allows
+    (``frames.publish``).
 
     Args:
         path: the video to create (its extension picks the container and codec).
@@ -251,6 +254,9 @@ class VideoWriter:
         lossless: bit-exact RGB output (H.264 RGB at qp 0, VP9 lossless for webm, FFV1 for avi).
         preset: x264 speed preset (``X264_PRESETS``); faster presets give larger files at
             the same ``crf``. Ignored by the VP9, FFV1 and GIF encoders.
+        replace: what the finished video may replace at ``path``: anything (True), nothing
+            (False: a file there makes ``close`` keep the video beside it and raise
+            ``ProcessingError``) or only the file version of a ``FileStamp``.
     """
 
     def __init__(
@@ -264,8 +270,10 @@ class VideoWriter:
         crf: int = 18,
         lossless: bool = False,
         preset: str = "medium",
+        replace: bool | FileStamp = True,
     ):
         self.path = Path(path)
+        self.replace = replace
         suffix = self.path.suffix.lower()
         if suffix not in WRITABLE_EXTENSIONS:
             raise InputError(
@@ -353,9 +361,8 @@ class VideoWriter:
             message = self._stderr.text()
             self.abort()
             raise ProcessingError(f"ffmpeg failed writing {self.path}: {message or returncode}")
-        os.replace(self._temp, self.path)
         self._closed = True
-        return self.path
+        return publish(self._temp, self.path, self.replace)
 
     def abort(self) -> None:
         """Stop ffmpeg and delete the temporary file; nothing appears at ``path``."""

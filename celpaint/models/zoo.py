@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 from celpaint.errors import CheckpointError
-from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, read_config
+from celpaint.models.checkpoint import (
+    CONFIG_NAME,
+    ModelConfig,
+    checkpoint_directory,
+    previous_directory,
+    read_config,
+)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "lineart"
@@ -26,7 +32,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if text in shipped:
         return shipped[text]
     path = Path(text).expanduser()
-    if path.exists():
+    # A checkpoint whose save was interrupted may exist only as its previous copy.
+    if path.exists() or previous_directory(path).exists():
         return path
     names = ", ".join(shipped) or "none are installed"
     raise CheckpointError(
@@ -36,11 +43,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 def generator_directory(name_or_path: str | os.PathLike) -> Path:
     """``resolve``, then into ``generator/`` when given a training run directory (which holds
-    the generator there, beside its discriminator)."""
-    directory = resolve(name_or_path)
-    if not (directory / CONFIG_NAME).exists() and (directory / "generator").is_dir():
-        return directory / "generator"
-    return directory
+    the generator there, beside its discriminator), or to the previous copy of a checkpoint
+    whose save was interrupted (``checkpoint.checkpoint_directory``)."""
+    return checkpoint_directory(resolve(name_or_path))
 
 
 def describe() -> list[tuple[str, ModelConfig]]:

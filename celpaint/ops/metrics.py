@@ -36,6 +36,8 @@ from celpaint.color.array import rgb_to_lab_reference
 
 DEFAULT_THRESHOLD = 0.05
 METRIC_NAMES = ("psnr", "ssim", "ciede2000", "accuracy")
+# SSIM's smallest window (3x3): images with a shorter side have no SSIM.
+SSIM_MIN_SIDE = 3
 # Full ranges of L* and of a*/b*, against which the accuracy threshold is a fraction.
 _LAB_RANGES = np.array([100.0, 255.0, 255.0])
 
@@ -66,8 +68,11 @@ def ssim(prediction: np.ndarray, target: np.ndarray) -> float:
     """
     _check_pair(prediction, target)
     side = min(prediction.shape[:2])
-    if side < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {prediction.shape[:2]}")
+    if side < SSIM_MIN_SIDE:
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} pixels, got "
+            f"{prediction.shape[:2]}"
+        )
     window = min(7, side if side % 2 else side - 1)
     return float(
         structural_similarity(target, prediction, data_range=255, channel_axis=2, win_size=window)

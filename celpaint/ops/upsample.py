@@ -203,6 +203,11 @@ def to_native(
     if same_size and luminance == "predicted":
         # Nothing to upsample and no input L* needed: only L* is kept within 0..100, by
         # per-channel bounds on the interleaved image (no split and merge).
+        if lab.shape[0] * lab.shape[1] == 1:
+            # OpenCV reads a 1x1 three-channel image as a scalar: clamp it with numpy.
+            clamped = lab.copy()
+            np.clip(clamped[..., 0], 0.0, 100.0, out=clamped[..., 0])
+            return clamped
         clamped = cv2.min(lab, (100.0, _NO_BOUND, _NO_BOUND, 0.0))
         return cv2.max(clamped, (0.0, -_NO_BOUND, -_NO_BOUND, 0.0), dst=clamped)
     if native_l is None:

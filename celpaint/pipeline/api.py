@@ -8,11 +8,15 @@ import os
 from collections.abc import Sequence
 
 from celpaint.device import opencv_threads, torch_threads
+from celpaint.io.frames import MAX_PIXELS
 from celpaint.io.sinks import EncodeOptions
 from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
 from celpaint.pipeline.engine import JobResult, Progress, Transform, run_jobs
 from celpaint.pipeline.jobs import Job, is_clip, plan
+
+# The smallest frame colorize takes: a single pixel trips OpenCV's per-channel clamp in
+# ops.upsample.to_native (a 1x1x3 array is read as a scalar), and colors nothing anyway.
 
 
 def colorize(
@@ -22,6 +26,7 @@ def colorize(
     options: ColorizeOptions | None = None,
     progress: Progress | None = None,
     encode: EncodeOptions | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[JobResult]:
     """Colorize clips, frame folders or images.
 
@@ -34,6 +39,8 @@ def colorize(
         options: smoothing and flat fill (``ColorizeOptions``).
         progress: callbacks for progress reporting.
         encode: how outputs are written (``EncodeOptions``).
+        max_pixels: the largest frame (width x height) read; bigger inputs are refused before
+            decoding (``io.frames.MAX_PIXELS``).
 
     Returns:
         One ``JobResult`` per input, in order.
@@ -47,7 +54,7 @@ def colorize(
     restored afterwards.
     """
     options = options or ColorizeOptions()
-    jobs = plan(_as_list(inputs), output, encode or EncodeOptions())
+    jobs = plan(_as_list(inputs), output, encode or EncodeOptions(), max_pixels=max_pixels)
     try:
         colorizer = colorizer or Colorizer.from_pretrained()
     except BaseException:
@@ -75,18 +82,21 @@ def extract_line_art(
     encode: EncodeOptions | None = None,
     progress: Progress | None = None,
     batch_size: int = 8,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[JobResult]:
     """Turn color clips, frame folders or images into line art (``ops.lineart.xdog``).
 
     Outputs follow the same rules as ``colorize``: a video keeps its frame rate and audio, a
     folder of frames keeps its frame names, an image stays an image; without ``output`` each
-    result goes beside its input as ``NAME_lineart``.
+    result goes beside its input as ``NAME_lineart``. ``max_pixels``: as for ``colorize``.
 
     Raises:
         InputError: a missing or unreadable input, or an output that exists without
             ``encode.overwrite``.
     """
-    jobs = plan(_as_list(inputs), output, encode or EncodeOptions(), tag="lineart")
+    jobs = plan(
+        _as_list(inputs), output, encode or EncodeOptions(), tag="lineart", max_pixels=max_pixels
+    )
     transform = functools.partial(line_art_batch, params=params)
     return run_jobs(jobs, batch_size, progress, transform=transform)
 
@@ -97,9 +107,11 @@ def convert(
     encode: EncodeOptions | None = None,
     progress: Progress | None = None,
     batch_size: int = 16,
+    max_pixels: int = MAX_PIXELS,
 ) -> JobResult:
-    """Copy frames from one source to one sink unchanged: video -> frames, frames -> video."""
-    jobs = plan([input], output, encode or EncodeOptions())
+    """Copy frames from one source to one sink unchanged: video -> frames, frames -> video.
+    ``max_pixels``: as for ``colorize``."""
+    jobs = plan([input], output, encode or EncodeOptions(), max_pixels=max_pixels)
     return run_jobs(jobs, batch_size, progress)[0]
 
 

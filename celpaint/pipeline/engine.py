@@ -188,7 +188,7 @@ def run_job(
     _warn_variable_frame_rate(job)
     started = time.perf_counter()
     progress.job_start(job)
-    sink = open_sink(job.output, job.output_kind, job.source.info, job.encode)
+    sink = open_sink(job.output, job.output_kind, job.source.info, job.encode, job.planned)
     run = _JobRun(job, sink, transform_stages(transform), batch_size, progress)
     output = run.run(workers)
     result = JobResult(

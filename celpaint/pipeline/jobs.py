@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celpaint.errors import InputError
+from celpaint.io.frames import MAX_PIXELS, FileStamp, check_spares_inputs, name_fits
 from celpaint.io.media import find_ffmpeg
 from celpaint.io.sinks import EncodeOptions, OutputKind, output_kind
 from celpaint.io.sources import Source, open_source
@@ -17,13 +18,19 @@ from celpaint.io.video import WRITABLE_EXTENSIONS
 
 @dataclass
 class Job:
-    """One input and where its output goes."""
+    """One input and where its output goes.
+
+    Attributes:
+        planned: the file at ``output`` when the job was planned (``--overwrite`` replaces
+            that version only); None when there was none, or for a folder output.
+    """
 
     input: Path
     output: Path
     output_kind: OutputKind
     source: Source | None = None
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+    planned: FileStamp | None = None
 
 
 def _output_name(source: Source, tag: str | None = None) -> str:
@@ -40,13 +47,6 @@ def _output_name(source: Source, tag: str | None = None) -> str:
         return f"{name}.png"
     suffix = info.path.suffix.lower()
     return name + (suffix if suffix in WRITABLE_EXTENSIONS else ".mp4")
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def _check_writable(path: Path) -> None:
@@ -67,13 +67,18 @@ def plan(
     output: str | os.PathLike | None,
     options: EncodeOptions,
     tag: str = "color",
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Job]:
     """Open every input and decide every output, checking all of them before any work starts.
 
     Rules: one input and ``output`` with a video extension gives a video, with an image
     extension an image, otherwise a folder of PNGs. Several inputs need ``output`` to be a
     folder, which receives one output per input named after it. Without ``output`` each result
-    goes beside its input as ``NAME_<tag>``.
+    goes beside its input as ``NAME_<tag>``. No output may be an input of any job, or
+    ``options.audio_from``, under any name (``frames.check_spares_inputs``).
+
+    Args:
+        max_pixels: the largest frame read (``open_source``).
 
     Raises:
         InputError: for any input that cannot be read or output that cannot be written; the
@@ -87,12 +92,16 @@ def plan(
         ffmpeg = find_ffmpeg(options.ffmpeg)
         options = dataclasses.replace(options, ffmpeg=ffmpeg)
         for item in inputs:
-            jobs.append(Job(Path(item), Path(), "folder", open_source(item, ffmpeg), options))
+            source = open_source(item, ffmpeg, max_pixels)
+            jobs.append(Job(Path(item), Path(), "folder", source, options))
         target = Path(output) if output is not None else None
         if target is not None and len(jobs) > 1 and output_kind(target) != "folder":
             raise InputError(
                 f"{len(jobs)} inputs need -o to be a folder (one output each), not {target.name}"
             )
+        read = [path for job in jobs for path in job.source.info.files()]
+        if options.audio_from is not None:
+            read.append(Path(options.audio_from))
         for job in jobs:
             if target is None:
                 job.output = job.input.with_name(_output_name(job.source, tag))
@@ -101,7 +110,7 @@ def plan(
             else:
                 job.output = target
             job.output_kind = output_kind(job.output)
-            _check_job(job, options)
+            _check_job(job, options, read)
         seen: dict[Path, Path] = {}
         for job in jobs:
             key = job.output.resolve()
@@ -118,10 +127,15 @@ def plan(
     return jobs
 
 
-def _check_job(job: Job, options: EncodeOptions) -> None:
+def _check_job(job: Job, options: EncodeOptions, read: list[Path]) -> None:
     kind = job.source.info.kind
-    if _same_path(job.output, job.input):
-        raise InputError(f"the output {job.output} is the input; choose another output path")
+    limit = name_fits(job.output)
+    if limit is not None:
+        raise InputError(
+            f"the output name {job.output.name!r} is longer than the {limit} bytes a file name "
+            "may have; give a shorter one with -o"
+        )
+    check_spares_inputs(job.output, [job.input, *read], folder=job.output_kind == "folder")
     if kind != "image" and job.output_kind == "image":
         raise InputError(
             f"{job.input} has several frames: write them to a folder or a video, "
@@ -142,6 +156,8 @@ def _check_job(job: Job, options: EncodeOptions) -> None:
             raise InputError(f"{job.output} is a folder; the output must be a file")
         elif not options.overwrite:
             raise InputError(f"{job.output} already exists; pass --overwrite to replace it")
+        else:
+            job.planned = FileStamp.of(job.output)
     _check_writable(job.output if job.output_kind != "folder" else job.output / "frame.png")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -141,27 +142,36 @@ class TrainConfig:
         return task_named(self.model)
 
     def check(self) -> None:
-        """Reject values that cannot work, with the option to fix."""
+        """Reject values that cannot work, with the option to fix (before anything is read or
+        written)."""
         if self.model not in TASKS:
             raise InputError(f"--model must be {' or '.join(TASKS)}, got {self.model!r}")
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "crop": self.crop,
-            "work_size": self.work_size,
-            "frame_step": self.frame_step,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                limit = f"at least {low}" if high == _NO_LIMIT else f"in [{low}, {high}]"
+                raise InputError(f"{option_name(name)} must be a whole number {limit}, got "
+                                 f"{value!r}")  # fmt: skip
+        for name, (low, high, high_open) in _FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if (
+                not number
+                or not math.isfinite(value)
+                or not low <= value <= high
+                or (high_open and value == high)
+            ):
+                bracket = ")" if high_open else "]"
+                span = f"in [{low:g}, {high:g}{bracket}"
+                if math.isinf(high):
+                    span = f"at least {low:g}"
+                raise InputError(f"{option_name(name)} must be a number {span}, got {value!r}")
         if not self.lr > 0:
             raise InputError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.decay_start <= 1:
-            raise InputError(f"--decay-start must be in [0, 1], got {self.decay_start}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {self.threads}")
-        if self.workers < 0 or self.save_every < 0 or self.samples < 0 or self.val_limit < 0:
-            raise InputError("--workers, --save-every, --samples and --val-limit must be >= 0")
         if self.amp not in ("auto", "on", "off"):
             raise InputError(f"--amp must be auto, on or off, got {self.amp!r}")
         if self.pixel_loss not in (None, "l1", "mse"):
@@ -171,8 +181,50 @@ class TrainConfig:
                              "pass one of them")  # fmt: skip
         if self.norm not in ("batch", "instance", "none"):
             raise InputError(f"--norm must be batch, instance or none, got {self.norm!r}")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+# Limits of the numeric options. Upper limits only where a larger value cannot be meant and
+# would cost the machine's memory before failing (a 2**13-level U-Net, 10**9 channels).
+_NO_LIMIT = 2**63 - 1
+_MAX_CHANNELS = 8192
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "epochs": (1, _NO_LIMIT),
+    "batch_size": (1, _NO_LIMIT),
+    "crop": (1, _NO_LIMIT),
+    "work_size": (1, _NO_LIMIT),
+    "frame_step": (1, _NO_LIMIT),
+    "seed": (0, _NO_LIMIT),
+    "depth": (2, 12),
+    "base_channels": (1, _MAX_CHANNELS),
+    "max_channels": (1, _MAX_CHANNELS),
+    "disc_base_channels": (1, _MAX_CHANNELS),
+    "disc_layers": (1, 8),
+    "workers": (0, _NO_LIMIT),
+    "threads": (1, _NO_LIMIT),
+    "save_every": (0, _NO_LIMIT),
+    "samples": (0, _NO_LIMIT),
+    "val_limit": (0, _NO_LIMIT),
+}
+# (low, high, whether high itself is excluded)
+_FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "val_fraction": (0.0, 1.0, True),
+    "lr": (0.0, math.inf, False),
+    "beta1": (0.0, 1.0, True),
+    "beta2": (0.0, 1.0, True),
+    "decay_start": (0.0, 1.0, False),
+    "dropout": (0.0, 1.0, True),
+    "pixel_weight": (0.0, math.inf, False),
+}
+# Numeric options whose None means "the default behaviour".
+_OPTIONAL = ("threads", "pixel_weight")
+# TrainConfig fields whose command-line option has another name.
+_OPTION_NAMES = {"disc_base_channels": "--disc-channels", "cache": "--no-cache"}
+
+
+def option_name(field_name: str) -> str:
+    """The command-line option of a ``TrainConfig`` field (``disc_base_channels`` ->
+    ``--disc-channels``)."""
+    return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
 
 
 def explicit_fields(config: TrainConfig) -> set[str]:

@@ -23,7 +23,13 @@ from torch import nn
 from celpaint.errors import CelpaintError, CheckpointError, InputError
 from celpaint.io.frames import write_image
 from celpaint.models import registry, zoo
-from celpaint.models.checkpoint import CONFIG_NAME, ModelConfig, load_model, save_model
+from celpaint.models.checkpoint import (
+    CONFIG_NAME,
+    ModelConfig,
+    checkpoint_directory,
+    load_model,
+    save_model,
+)
 from celpaint.ops.metrics import mean_metrics
 from celpaint.pipeline.colorizer import choose_device
 from celpaint.training.config import (
@@ -45,11 +51,16 @@ from celpaint.training.distributed import Dist, distributed_setup, stop_on_signa
 from celpaint.training.gan import Trainer, init_weights, parameter_count
 from celpaint.training.progress import StepUpdate, TrainInfo, TrainProgress, TrainResult
 from celpaint.training.rundir import (
+    DATA_OPTIONS,
     STATE_FORMAT,
     STATE_NAME,
+    RunLock,
     RunWriter,
+    check_not_an_input,
     check_output_folder,
+    clean_run_folder,
     clear_run_files,
+    disk_errors,
     load_train_state,
     sample_grid,
     save_train_state,
@@ -82,8 +93,10 @@ def train(
         How the run ended (``interrupted`` when stopped early).
 
     Raises:
-        InputError: bad options or data, an output folder holding something else.
+        InputError: bad options or data, an output folder holding something else, that cannot
+            be written, that is part of the data, or that another process is training in.
         CheckpointError: a corrupt state or an architecture that does not match on resume.
+        ProcessingError: the disk filled up (the last checkpoint stays valid).
     """
     progress = progress or TrainProgress()
     stop = stop or threading.Event()
@@ -92,6 +105,7 @@ def train(
     config.check()
     dist, device_text = distributed_setup(config.device)
     reporter = progress if dist.main else TrainProgress()
+    lock = RunLock(Path(config.out))
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -100,7 +114,7 @@ def train(
         # all of them (instead of leaving the others waiting at the first collective).
         error: CelpaintError | None = None
         try:
-            run, info = _prepare(config, explicit, dist, device_text, reporter, stop)
+            run, info = _prepare(config, explicit, dist, device_text, reporter, stop, lock)
         except CelpaintError as caught:
             error = caught
         failures = dist.gather_errors(error)
@@ -111,7 +125,7 @@ def train(
             raise InputError(f"process {rank} of the distributed run failed: {message}")
         reporter.start(info)
         signals = stop_on_signals(stop, reporter.stopping) if handle_signals else nullcontext()
-        with signals:
+        with signals, disk_errors(run.out):
             result = run.fit()
         result.skipped = list(info.skipped)
         reporter.end(result)
@@ -124,6 +138,7 @@ def train(
         torch.set_num_threads(threads)
         if dist.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        lock.release()
 
 
 def _prepare(
@@ -133,10 +148,12 @@ def _prepare(
     device_text: str,
     reporter: TrainProgress,
     stop: threading.Event,
+    lock: RunLock,
 ) -> tuple[_Run, TrainInfo]:
-    """Check the output folder, resolve the config, read the data, build the networks."""
+    """Check the output folder, resolve the config, read the data, build the networks, and
+    (rank 0) lock the run folder, creating it."""
     out = Path(config.out)
-    config, saved_state = _resolve_config(config, explicit, out)
+    config, saved_state = _resolve_config(config, explicit, out, lock if dist.main else None)
     device, _ = choose_device(device_text, "fp32")
     torch.manual_seed(config.seed + dist.rank)
     random.seed(config.seed + dist.rank)
@@ -178,20 +195,34 @@ def _prepare(
         discriminator_parameters=parameter_count(discriminator),
         resumed=saved_state is not None,
     )  # fmt: skip
+    if dist.main and not lock.held:
+        # Last, so that a run refused for its options or data leaves no folder behind.
+        lock.acquire(create=True)
+        # Another run may have begun here since the folder was checked.
+        check_output_folder(out, config.resume, config.overwrite)
     return run, info
 
 
 def _resolve_config(
-    config: TrainConfig, explicit: set[str], out: Path
+    config: TrainConfig, explicit: set[str], out: Path, lock: RunLock | None
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """The config the run goes with, and the saved state it resumes (None for a new run)."""
-    check_output_folder(out, config.resume, config.overwrite)
+    """The config the run goes with, and the saved state it resumes (None for a new run).
+
+    ``lock`` (rank 0) is taken at once when the folder already has a lock file, so that a
+    second process on a busy run stops before reading anything."""
+    check_output_folder(out, config.resume, config.overwrite, _data_paths(config), lock)
     if not config.resume:
         return config, None
     saved_state = load_train_state(out / STATE_NAME)
     config = resolve_resume(config, saved_state["config"], explicit)
     config.check()
+    # The data paths may come from the saved run.
+    check_not_an_input(out, _data_paths(config))
     return config, saved_state
+
+
+def _data_paths(config: TrainConfig) -> dict[str, str | None]:
+    return {name: getattr(config, name) for name in DATA_OPTIONS}
 
 
 def _generator(
@@ -364,8 +395,9 @@ def _load_init(
                 )
             setattr(config, name, value)
     discriminator = None
-    disc_dir = directory.parent / "discriminator"
-    if directory.name == "generator" and (disc_dir / CONFIG_NAME).is_file():
+    disc_dir = checkpoint_directory(directory.parent / "discriminator")
+    is_run = directory.name in ("generator", ".generator.previous")
+    if is_run and (disc_dir / CONFIG_NAME).is_file():
         try:
             candidate, disc_config = load_model(disc_dir)
         except CheckpointError as error:
@@ -403,7 +435,9 @@ class _Run:
     def fit(self) -> TrainResult:
         trainer, config = self.trainer, self.config
         if self.dist.main:
-            # Only now, with everything checked, is anything of a previous run replaced.
+            # Only now, with everything checked (and the run folder locked), is anything of a
+            # previous run replaced.
+            clean_run_folder(self.out)
             if config.overwrite:
                 clear_run_files(self.out)
             self.writer = RunWriter(self.out, self.resume_step)
@@ -515,11 +549,13 @@ class _Run:
                 generator_config=self.gen_config.to_dict(),
                 discriminator_config=self.disc_config.to_dict(),
             )
-            # The state first: it alone is what --resume reads, and it is complete by itself.
+            # The losses up to this step before the state: --resume drops rows after the saved
+            # step, but could not bring back rows that a crash kept from being written.
+            self.writer.flush()
+            # Then the state: it alone is what --resume reads, and it is complete by itself.
             save_train_state(self.out / STATE_NAME, state)
             save_model(trainer.generator, self.out / "generator", self.gen_config)
             save_model(trainer.discriminator, self.out / "discriminator", self.disc_config)
-            self.writer.flush()
             if reason != "every":
                 self.writer.plot()
             self.progress.saved(trainer.step, reason)

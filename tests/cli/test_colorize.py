@@ -233,3 +233,111 @@ def test_interrupted_frame_folder_resumes_to_the_same_result(tmp_path, long_clip
     assert main(["colorize", str(long_clip), "-o", str(full), "-m", str(lineart_model), "-q"]) == 0
     for name in ("frame_000001.png", f"frame_{done:06d}.png", "frame_000400.png"):
         assert np.abs(read_image(out / name).astype(int) - read_image(full / name)).max() <= 1
+
+
+def test_an_input_is_never_written_over_under_any_name(tmp_path, ffmpeg, lineart_model):
+    clip = make_clip(tmp_path / "clip.mp4", ffmpeg, frames=3, size=(32, 32), audio=False)
+    frames = make_frames(tmp_path / "shots", count=2)
+    (tmp_path / "link.mp4").symlink_to(clip)
+    os.link(clip, tmp_path / "hard.mp4")
+    (tmp_path / "shots link").symlink_to(frames)
+    model = ["-m", str(lineart_model), "-q", "--overwrite"]
+    cases = [
+        ("colorize", clip, "-o", tmp_path / "link.mp4"),
+        ("colorize", clip, "-o", tmp_path / "hard.mp4"),
+        ("colorize", frames, "-o", tmp_path / "shots link"),  # the input folder
+        ("colorize", frames / "f1.png", "-o", frames),  # a folder holding the input
+        ("colorize", frames, clip, "-o", tmp_path),  # tmp_path/clip.mp4 is the second input
+        ("lineart", clip, "-o", tmp_path / "hard.mp4"),
+    ]
+    before = _snapshot(tmp_path)
+    for command, *args in cases:
+        code = main([command, *map(str, args), *(model if command == "colorize" else ["-q"])])
+        assert code == 2, args
+    assert _snapshot(tmp_path) == before
+
+
+def test_pipes_are_refused_instead_of_read(tmp_path, lineart_model):
+    os.mkfifo(tmp_path / "frame.png")
+    os.mkfifo(tmp_path / "clip.mp4")
+    # A run that opened the pipe would wait forever; the timeout turns that into a failure.
+    result = run_cli("colorize", tmp_path / "frame.png", "-o", tmp_path / "o.png",
+                     "-m", lineart_model, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "named pipe" in result.stderr
+    result = run_cli("info", tmp_path / "clip.mp4", timeout=60)
+    assert result.returncode == 2 and "named pipe" in result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_the_pixel_limit_is_checked_before_decoding(tmp_path, ffmpeg, lineart_model, capsys):
+    from tests.io.test_outputs import write_png_header
+
+    model = ["-m", str(lineart_model), "-q"]
+    big = write_png_header(tmp_path / "big.png", 13000, 13000)  # its pixel data is absent
+    assert main(["colorize", str(big), "-o", str(tmp_path / "o.png"), *model]) == 2
+    assert "--max-pixels 169000000" in capsys.readouterr().err
+    huge = write_png_header(tmp_path / "huge.png", 30000, 30000)
+    assert main(["info", str(huge)]) == 2
+    assert "--max-pixels 900000000" in capsys.readouterr().err
+    clip = make_clip(tmp_path / "clip.mp4", ffmpeg, frames=2, size=(32, 32), audio=False)
+    for command in (["colorize", *model], ["lineart", "-q"], ["extract", "-q"]):
+        assert main([*command, str(clip), "-o", str(tmp_path / "o"), "--max-pixels", "1023"]) == 2
+        assert "32x32" in capsys.readouterr().err
+    assert main(["colorize", str(clip), "-o", str(tmp_path / "o"), "--max-pixels", "1024",
+                 *model]) == 0  # fmt: skip
+    assert len(list_images(tmp_path / "o")) == 2
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_opencv_s_own_pixel_limit_is_a_clear_error(tmp_path, lineart_model):
+    image = write_image(tmp_path / "in.png", np.zeros((20, 20, 3), np.uint8))
+    result = subprocess.run(
+        [sys.executable, "-m", "celpaint", "colorize", str(image), "-o", str(tmp_path / "o.png"),
+         "-m", str(lineart_model)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "100"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "larger than OpenCV decodes" in result.stderr and "unexpected" not in result.stderr
+
+
+def test_tiny_frames_and_long_names(tmp_path, ffmpeg, lineart_model, capsys):
+    model = ["-m", str(lineart_model), "-q"]
+    # A 1x1 frame is colorized like any other (OpenCV once read it as a scalar).
+    for size in ((1, 1), (1, 4), (3, 1)):
+        pixel = write_image(tmp_path / "pixel.png", np.full((*size, 3), 128, np.uint8))
+        assert main(["colorize", str(pixel), *model, "--overwrite"]) == 0
+        assert read_image(tmp_path / "pixel_color.png").shape == (*size, 3)
+    assert "unexpected" not in capsys.readouterr().err
+    # 244 bytes is a valid name; the hidden temporary beside the output must fit too.
+    name = "n" * 238
+    image = write_image(tmp_path / f"{name}.png", np.full((6, 5, 3), 128, np.uint8))
+    clip = make_clip(tmp_path / f"{name}.mp4", ffmpeg, frames=2, size=(32, 32), audio=False)
+    assert main(["colorize", str(image), *model]) == 0
+    assert main(["colorize", str(clip), *model]) == 0
+    assert (tmp_path / f"{name}_color.png").is_file()
+    assert probe(tmp_path / f"{name}_color.mp4", ffmpeg).frame_count == 2
+    # A name past the limit is refused before any work, not failed after it.
+    assert main(["colorize", str(image), "-o", str(tmp_path / ("m" * 252 + ".png")), *model]) == 2
+    assert "longer than the 255 bytes" in capsys.readouterr().err
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, ffmpeg, lineart_model):
+    from tests.io.test_outputs import dead_pid
+
+    clip = make_clip(tmp_path / "clip.mp4", ffmpeg, frames=2, size=(32, 32), audio=False)
+    out = tmp_path / "out.mp4"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        stale = tmp_path / f".out.celpaint-partial-{dead_pid()}.mp4"
+        live = tmp_path / f".out.celpaint-partial-{sleeper.pid}.mp4"
+        unrelated = tmp_path / f".other.celpaint-partial-{dead_pid()}.mp4"
+        for path in (stale, live, unrelated):
+            path.write_bytes(b"half a video")
+        assert main(["colorize", str(clip), "-o", str(out), "-m", str(lineart_model), "-q"]) == 0
+        assert not stale.exists()
+        assert live.exists() and unrelated.exists()  # a live run's, another output's
+        assert probe(out, ffmpeg).frame_count == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -115,3 +115,34 @@ def test_an_input_clip_of_another_length_or_size_exits_2(tmp_path, capfd):
     small = _folder(tmp_path / "small", [image[:24] for image in inputs])
     assert main(["evaluate", str(truth), str(truth), "--input", str(small)]) == 2
     assert "same size" in capfd.readouterr().err
+
+
+def test_json_never_goes_over_an_input(tmp_path, truth, capfd):
+    import os
+
+    folder, images = truth
+    predicted = _folder(tmp_path / "pred", [image + 10 for image in images])
+    single = write_image(tmp_path / "single.png", images[0])
+    (tmp_path / "link.png").symlink_to(single)
+    os.link(folder / "frame2.png", tmp_path / "hard.png")
+    cases = [
+        ([single, single], single),  # the ground truth itself
+        ([single, folder / "frame1.png"], tmp_path / "link.png"),  # the prediction via a link
+        ([predicted, folder], tmp_path / "hard.png"),  # a truth frame via a hard link
+        ([predicted, folder, "--input", folder], folder / "frame3.png"),
+    ]
+    files = sorted(tmp_path.rglob("*"))
+    before = {path: path.read_bytes() for path in files if path.is_file()}
+    for sources, target in cases:
+        args = ["evaluate", *map(str, sources), "--json", str(target)]
+        assert main(args) == 2
+        assert "--json" in capfd.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == files
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_frames_smaller_than_the_ssim_window_exit_2(tmp_path, capfd):
+    tiny = _folder(tmp_path / "tiny", [np.zeros((2, 5, 3), np.uint8)])
+    assert main(["evaluate", str(tiny), str(tiny)]) == 2
+    err = capfd.readouterr().err
+    assert "at least 3x3" in err and "unexpected" not in err

@@ -78,3 +78,35 @@ def test_assemble_takes_the_audio_of_an_audio_only_file(tmp_path, clip, ffmpeg):
     assert abs(stream_duration(out, ffmpeg, "0:a:0") - 1.0) < 0.05
     # Colorizing it is still refused: there is nothing to colorize.
     assert main(["colorize", str(song), "-o", str(tmp_path / "x.mp4"), "-q"]) == 2
+
+
+def test_overwrite_replaces_the_frames_of_a_folder(tmp_path, clip, ffmpeg):
+    from tests.conftest import make_clip
+
+    out = tmp_path / "frames"
+    assert main(["extract", str(clip), "-o", str(out), "-q"]) == 0  # 24 frames
+    (out / "notes.txt").write_text("mine")
+    (out / "keep.jpg").write_bytes(b"not celpaint's")
+    short = make_clip(tmp_path / "short.mp4", ffmpeg, frames=3, size=(32, 32), audio=False)
+    assert main(["extract", str(short), "-o", str(out), "-q"]) == 2  # refused without it
+    assert main(["extract", str(short), "-o", str(out), "-q", "--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png", "keep.jpg",
+                     "notes.txt"]  # fmt: skip
+    assert read_image(out / "frame_000003.png").shape == (32, 32, 3)
+
+
+def test_assemble_never_writes_over_its_audio(tmp_path, clip, capsys):
+    import os
+    import shutil
+
+    frames = tmp_path / "frames"
+    assert main(["extract", str(clip), "-o", str(frames), "-q"]) == 0
+    song = shutil.copy(clip, tmp_path / "song.mp4")
+    os.link(song, tmp_path / "same song.mp4")
+    before = song.read_bytes()
+    for output in (song, tmp_path / "same song.mp4"):
+        args = ["assemble", str(frames), "-o", str(output), "--audio-from", str(song)]
+        assert main([*args, "--overwrite", "-q"]) == 2
+        assert "is the input" in capsys.readouterr().err
+    assert song.read_bytes() == before

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +21,9 @@ import torch
 
 from celpaint.cli.app import main
 from celpaint.color import tensor as color
-from celpaint.io.frames import list_images, read_image
+from celpaint.io.frames import list_images, read_image, temporary_path
 from celpaint.models.checkpoint import load_model
-from celpaint.training.rundir import STATE_NAME, load_train_state
+from celpaint.training.rundir import LOCK_NAME, STATE_NAME, load_train_state
 from tests.conftest import make_clip
 
 TINY = ["--depth", "3", "--base-channels", "4", "--max-channels", "8", "--disc-channels", "4",
@@ -179,3 +183,241 @@ def test_torchrun_two_processes(pairs, tmp_path):
     # 5 pairs, 2 per process per step: one global batch of 4 per epoch.
     assert load_train_state(run / STATE_NAME)["step"] == 2
     assert result.stderr.count("trained 2 steps") == 1  # only rank 0 reports
+
+
+# Faults that lose nothing: what `train` refuses, and what a killed or failing run leaves.
+
+
+def _data(pairs: Path) -> list[str]:
+    return ["--sketch", str(pairs / "sketch"), "--color", str(pairs / "color")]
+
+
+def _train(run: Path, pairs: Path, *extra: str) -> list[str]:
+    return ["train", "--out", str(run), *_data(pairs), "--epochs", "1", *TINY, *extra]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) with its contents."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _loss_steps(run: Path) -> list[int]:
+    with (run / "losses.csv").open() as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--depth", "1"], ["--base-channels", "0"], ["--max-channels", "0"],
+     ["--disc-channels", "-1"], ["--seed", "-1"], ["--disc-layers", "0"], ["--lr", "nan"],
+     ["--val-fraction", "1"], ["--dropout", "1"], ["--threads", "0"], ["--workers", "-1"],
+     ["--save-every", "-1"], ["--samples", "-1"], ["--val-limit", "-1"], ["--epochs", "0"],
+     ["--pixel-weight", "-1"], ["--base-channels", "1000000000"], ["--depth", "40"]],
+)  # fmt: skip
+def test_options_out_of_range_are_refused_before_the_run_folder_exists(
+    pairs, tmp_path, capfd, option
+):
+    run = tmp_path / "run"
+    code = main([*_train(run, pairs), *option])
+    err = capfd.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {option[0]} must be") and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_overwrite_replaces_only_the_files_of_a_run(pairs, tmp_path, capfd):
+    # A folder that is no run keeps everything, whatever its files are called.
+    mine = tmp_path / "mine"
+    (mine / "samples").mkdir(parents=True)
+    (mine / "samples" / "holiday.png").write_bytes(b"photo")
+    (mine / "metrics.json").write_text('{"mine": true}')
+    before = _tree(mine)
+    assert main(_train(mine, pairs, "--overwrite")) == 2
+    err = capfd.readouterr().err
+    assert "holds no celpaint run" in err and "pass an empty or new --out" in err
+    assert _tree(mine) == before
+
+    # A run folder: the run's files are replaced, the user's beside them kept.
+    run = tmp_path / "run"
+    assert main([*_train(run, pairs), "--epochs", "2"]) == 0
+    (run / "notes.txt").write_text("mine")
+    (run / "samples" / "favourite.png").write_bytes(b"x")
+    assert main(_train(run, pairs, "--overwrite")) == 0, capfd.readouterr().err
+    assert (run / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png",
+                                                                   "favourite.png"]  # fmt: skip
+    assert load_train_state(run / STATE_NAME)["step"] == 2 and _loss_steps(run) == [1, 2]
+
+
+@pytest.mark.parametrize("where", ["is", "lies inside", "holds"])
+def test_out_may_not_be_in_or_around_the_data(pairs, tmp_path, capfd, where):
+    data = tmp_path / "data"
+    shutil.copytree(pairs, data)
+    out = {"is": data / "color", "lies inside": data / "sketch" / "run", "holds": data}[where]
+    before = _tree(data)
+    assert main(_train(out, data)) == 2
+    err = capfd.readouterr().err
+    assert f"--out {out} {where} the training data --" in err, err
+    assert _tree(data) == before and not (data / "sketch" / "run").exists()
+
+
+class _Killed(BaseException):
+    """The process dies here: no handler for ``Exception`` sees it."""
+
+
+def _die_at(monkeypatch, k: int) -> list[str]:
+    """From the ``k``-th rename or tree removal on, each one fails as if the process had been
+    killed there (so clean-up code cannot repair anything either). Returns the calls made."""
+    calls: list[str] = []
+    for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree")):
+        original = getattr(module, name)
+
+        def patched(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            if len(calls) >= k:
+                raise _Killed(f"killed at {_name}, call {len(calls)}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, patched)
+    return calls
+
+
+@pytest.mark.slow  # ~30 short runs: ~30-60 s
+def test_a_run_killed_at_any_rename_loads_and_resumes_with_every_step_logged(
+    pairs, tmp_path, monkeypatch, capfd
+):
+    args = ["--save-every", "1"]  # 2 steps: a periodic checkpoint, then the epoch's
+    with monkeypatch.context() as patch:
+        calls = _die_at(patch, 10**9)
+        assert main(_train(tmp_path / "dry", pairs, *args)) == 0
+    total = len(calls)
+    assert total >= 10
+    for k in range(1, total + 1):
+        run = tmp_path / f"run{k}"
+        with monkeypatch.context() as patch:
+            _die_at(patch, k)
+            with pytest.raises(_Killed):
+                main(_train(run, pairs, *args))
+        if (run / "generator").exists() or (run / ".generator.previous").exists():
+            load_model(run)  # a checkpoint, once there was one, is there at every instant
+        if (run / STATE_NAME).is_file():
+            code = main(["train", "--out", str(run), "--resume", "--threads", "1"])
+        else:
+            code = main(_train(run, pairs, *args, "--overwrite"))
+        assert code == 0, (k, capfd.readouterr().err)
+        assert _loss_steps(run) == [1, 2], k
+        assert not list(run.rglob(".*")), k  # the killed run's temporaries are gone
+        load_model(run)
+
+
+def test_the_next_run_removes_what_killed_runs_left(pairs, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert main(_train(run, pairs)) == 0
+    dead, alive = _dead_pid(), os.getppid()
+    left = [".loss_curves.png.partial.png", ".train_state.pt.partial.pt",
+            "samples/.epoch_001.png.partial.png", temporary_path(run / "losses.csv", dead).name,
+            f".generator.tmp-{dead}-x/model.safetensors", f".discriminator.tmp-{dead}-y/a.json",
+            f".generator.tmp-{alive}-z/config.json"]  # fmt: skip
+    for name in left:
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_bytes(b"left behind")
+    shutil.copytree(run / "generator", run / ".generator.previous")
+    assert main(["train", "--out", str(run), "--resume", "--threads", "1"]) == 0
+    # A live process's staging folder may still be in use: it stays.
+    assert sorted(p.name for p in run.rglob(".*")) == [f".generator.tmp-{alive}-z"]
+    assert _loss_steps(run) == [1, 2]
+
+
+@contextlib.contextmanager
+def _held_lock(run: Path, pid: int) -> Iterator[None]:
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / LOCK_NAME).open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write(f"{pid}\n")
+        handle.flush()
+        yield
+
+
+def test_a_second_train_on_a_locked_out_is_refused(pairs, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert main(_train(run, pairs)) == 0
+    capfd.readouterr()
+    assert not (run / LOCK_NAME).exists()  # a run that ended keeps no lock file
+    for args in (_train(tmp_path / "fresh", pairs), ["train", "--out", str(run), "--resume"],
+                 _train(run, pairs, "--overwrite")):  # fmt: skip
+        out = Path(args[2])
+        with _held_lock(out, 4242):
+            before = _tree(out)
+            assert main(args) == 2
+            err = capfd.readouterr().err
+            assert err == (f"error: another celpaint train is writing {out} (pid 4242); wait for "
+                           "it or choose another --out\n")  # fmt: skip
+            assert _tree(out) == before
+
+
+@pytest.mark.slow  # a training subprocess: ~10 s
+def test_two_processes_on_one_out(pairs, tmp_path, capfd):
+    run = tmp_path / "run"
+    first = _start([*_train(run, pairs), "--epochs", "5000", "--save-every", "1"], tmp_path)
+    _wait_for_step(run, 0, first)
+    assert main(_train(run, pairs, "--overwrite")) == 2
+    assert f"another celpaint train is writing {run} (pid {first.pid})" in capfd.readouterr().err
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    assert not (run / LOCK_NAME).exists()
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# Room for the first logs only, or for the first training state too (~240 kB) but not more.
+@pytest.mark.parametrize("room_kib", [48, 300])
+def test_a_full_disk_is_a_clear_error_and_the_run_continues_after(pairs, tmp_path, capfd, room_kib):
+    with _tmpfs(tmp_path / "disk", "size=1m") as disk:
+        filler = disk / "filler"
+        filler.write_bytes(b"x" * (shutil.disk_usage(disk).free - room_kib * 1024))
+        run = disk / "run"
+        code = main(_train(run, pairs, "--epochs", "2"))
+        err = capfd.readouterr().err
+        assert code == 1, err
+        assert f"error: no space left on the device holding {run}; free space and " in err, err
+        assert [p.name for p in run.rglob(".*")] in ([], [LOCK_NAME])  # no temporaries
+        filler.unlink()
+        if "--resume" in err:
+            assert main(["train", "--out", str(run), "--resume", "--threads", "1"]) == 0
+        else:
+            assert "--overwrite" in err
+            assert main(_train(run, pairs, "--epochs", "2", "--overwrite")) == 0
+        assert _loss_steps(run) == [1, 2, 3, 4]
+        load_model(run)
+
+
+def test_a_read_only_out_is_refused_before_any_work(pairs, tmp_path, capfd):
+    if os.geteuid() == 0:
+        context = _tmpfs(tmp_path / "locked", "ro,size=64k")
+    else:
+        (tmp_path / "locked").mkdir()
+        (tmp_path / "locked").chmod(0o555)
+        context = contextlib.nullcontext(tmp_path / "locked")
+    with context as locked:
+        for out in (locked, locked / "runs" / "new"):
+            assert main(_train(out, pairs)) == 2
+            err = capfd.readouterr().err
+            assert f"cannot write the run to {out}: the folder {locked} is not writable" in err

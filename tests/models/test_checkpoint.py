@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,7 @@ import torch
 
 from celpaint.errors import CheckpointError
 from celpaint.models import checkpoint as checkpoint_module
+from celpaint.models import zoo
 from celpaint.models.checkpoint import ModelConfig, load_model, save_model
 from celpaint.models.registry import build
 from celpaint.training.loop import (
@@ -113,7 +120,7 @@ def test_train_state_round_trip_and_atomic_write(tmp_path, monkeypatch):
     assert loaded["config"] == state["config"]
 
     def crash(obj, file, *args, **kwargs):
-        Path(file).write_bytes(b"partial")
+        file.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -213,4 +220,142 @@ def test_a_format_1_config_without_the_newer_fields_loads(tmp_path):
     data["task"] = "pix2pix"
     config_path.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="says task 'pix2pix'"):
+        load_model(directory)
+
+
+class _Killed(BaseException):
+    """The process dies here: no ``except Exception`` handler sees it."""
+
+
+def _die_at(monkeypatch, k: int) -> list[str]:
+    """From the ``k``-th call on, every rename and tree removal fails as if the process had
+    been killed at that call (so clean-up handlers cannot repair anything either). Returns
+    the names of the calls made."""
+    calls: list[str] = []
+    for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree")):
+        original = getattr(module, name)
+
+        def patched(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            if len(calls) >= k:
+                raise _Killed(f"killed at {_name} (call {len(calls)})")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, patched)
+    return calls
+
+
+def _output(model: torch.nn.Module) -> torch.Tensor:
+    torch.manual_seed(5)
+    with torch.no_grad():
+        return model.eval()(torch.rand(1, 1, 32, 32) * 2 - 1)
+
+
+def test_a_kill_at_any_step_of_a_save_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    args = generator_args(TINY)
+    old, new = build("unet", **args), build("unet", **args)
+    expected = {"old": _output(old), "new": _output(new)}
+    config = _config("unet", args)
+    # How many renames and removals replacing a checkpoint takes, counted on a dry run.
+    save_model(old, tmp_path / "dry" / "generator", config)
+    with monkeypatch.context() as patch:
+        counted = _die_at(patch, 10**9)
+        save_model(new, tmp_path / "dry" / "generator", config)
+    steps = len(counted)
+    assert steps >= 3  # old aside, new in place, old removed
+    # Killed at each of them, and (k = steps + 1) not at all.
+    for k in range(1, steps + 2):
+        run = tmp_path / f"run{k}"
+        save_model(old, run / "generator", config)
+        with monkeypatch.context() as patch:
+            calls = _die_at(patch, k)
+            try:
+                save_model(new, run / "generator", config)
+            except _Killed:
+                assert k <= steps
+            assert len(calls) >= min(k, steps)
+        # Every state in between: the run (and its generator/ path) loads the old or the new.
+        for path in (run, run / "generator"):
+            loaded, _ = load_model(path)
+            assert any(torch.equal(_output(loaded), out) for out in expected.values()), (k, path)
+        assert zoo.generator_directory(run).name in ("generator", ".generator.previous")
+        # The next run finishes what the killed one left: one checkpoint, no temporaries.
+        checkpoint_module.recover_directory(run / "generator")
+        assert sorted(p.name for p in run.iterdir()) == ["generator"], k
+        loaded, _ = load_model(run / "generator")
+        assert any(torch.equal(_output(loaded), out) for out in expected.values())
+        # A later save replaces it as usual.
+        save_model(new, run / "generator", config)
+        assert torch.equal(_output(load_model(run)[0]), expected["new"])
+
+
+def test_recovery_keeps_the_staging_folders_of_live_processes(tmp_path):
+    generator, _ = _trained_pair()
+    target = save_model(generator, tmp_path / "generator", _config("unet", generator_args(TINY)))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead, alive = int(finished.stdout), os.getppid()
+    for pid in (dead, alive):
+        (tmp_path / f".generator.tmp-{pid}-abc").mkdir()
+    (tmp_path / ".generator.old").mkdir()
+    checkpoint_module.recover_directory(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".generator.tmp-{alive}-abc",
+        "generator",
+    ]
+
+
+def _tiny_checkpoint(directory: Path) -> Path:
+    model = build("unet", **generator_args(TINY))
+    return save_model(model, directory, _config("unet", generator_args(TINY)))
+
+
+def _edit_config(directory: Path, **changes) -> None:
+    path = directory / "config.json"
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key in data:
+            data[key] = value
+        else:
+            data["arch_args"][key] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("channels", [3000, 10**9])
+def test_absurd_sizes_in_config_fail_fast_without_allocating(tmp_path, channels):
+    directory = _tiny_checkpoint(tmp_path / "g")
+    _edit_config(directory, base_channels=channels, max_channels=channels)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError) as caught:
+        load_model(directory)
+    assert time.perf_counter() - started < 2.0
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100 * 1024  # 3000 channels would take 4.6 GB
+    message = str(caught.value)
+    assert len(message) < 600 and "\n" not in message
+    assert "re-export" in message
+
+
+def test_a_config_that_does_not_fit_names_a_few_weights_and_counts_the_rest(tmp_path):
+    directory = _tiny_checkpoint(tmp_path / "g")
+    _edit_config(directory, depth=7, size_multiple=128)
+    with pytest.raises(CheckpointError, match=r"weights \(.*and \d+ more\) missing") as caught:
+        load_model(directory)
+    assert len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize("value", [0, -8, 2.5, "8", None])
+def test_size_multiple_must_be_a_positive_whole_number(tmp_path, value):
+    directory = _tiny_checkpoint(tmp_path / "g")
+    _edit_config(directory, size_multiple=value)
+    with pytest.raises(CheckpointError, match="size_multiple"):
+        load_model(directory)
+
+
+def test_size_multiple_must_fit_the_network(tmp_path):
+    directory = _tiny_checkpoint(tmp_path / "g")
+    _edit_config(directory, size_multiple=4)  # depth 3 needs multiples of 8
+    with pytest.raises(CheckpointError, match="set size_multiple to 8"):
         load_model(directory)

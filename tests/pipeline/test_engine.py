@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from celpaint.errors import InputError, ProcessingError
+from celpaint.io.frames import write_image
 from celpaint.io.sinks import EncodeOptions
 from celpaint.io.sources import Source
 from celpaint.io.video import VideoReader
@@ -100,3 +101,39 @@ def test_a_dead_encoder_is_reported(tmp_path, clip, monkeypatch):
     with pytest.raises((ProcessingError, ValueError)):
         run_jobs(jobs, 4, transform=wrong_size)
     assert list(tmp_path.iterdir()) == []
+
+
+def _appearing(target, content=b"made by another program"):
+    """A transform that, on its first batch, has another program's file appear at ``target``."""
+
+    def transform(frames):
+        if not target.exists() or target.read_bytes() != content:
+            target.write_bytes(content)
+        return frames
+
+    return transform
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.png"])
+def test_a_file_that_appears_during_the_run_is_never_replaced(tmp_path, clip, name):
+    source = clip
+    if name.endswith(".png"):
+        source = write_image(tmp_path / "in.png", np.zeros((8, 8, 3), np.uint8))
+    out = tmp_path / name
+    (job,) = plan([source], out, EncodeOptions())
+    with pytest.raises(ProcessingError, match="appeared at .*left untouched.*result is at"):
+        run_jobs([job], 8, transform=_appearing(out))
+    assert out.read_bytes() == b"made by another program"
+    kept = [p for p in tmp_path.iterdir() if ".celpaint-result-" in p.name]
+    assert len(kept) == 1 and kept[0].stat().st_size > 50
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    # --overwrite replaces what was there when the work was planned, not what came later.
+    kept[0].unlink()
+    (job,) = plan([source], out, EncodeOptions(overwrite=True))
+    with pytest.raises(ProcessingError, match="changed at"):
+        run_jobs([job], 8, transform=_appearing(out, b"changed by another program"))
+    assert out.read_bytes() == b"changed by another program"
+    (job,) = plan([source], out, EncodeOptions(overwrite=True))
+    run_jobs([job], 8, transform=_invert)
+    assert out.stat().st_size > 50

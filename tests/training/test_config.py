@@ -8,7 +8,12 @@ import pytest
 
 from celpaint.color.task import LAB, PIX2PIX
 from celpaint.errors import InputError
-from celpaint.training.config import TrainConfig, discriminator_args, generator_args
+from celpaint.training.config import (
+    TrainConfig,
+    discriminator_args,
+    generator_args,
+    option_name,
+)
 from celpaint.training.data import DataSpec
 
 
@@ -29,3 +34,52 @@ def test_the_model_names_the_task_and_the_channels():
     assert discriminator_args(TrainConfig())["in_channels"] == 4
     with pytest.raises(InputError, match="--model"):
         TrainConfig(model="cyclegan").check()
+
+
+def _numeric_fields() -> list[str]:
+    numeric = ("int", "float", "int | None", "float | None")
+    return [f.name for f in fields(TrainConfig) if f.type in numeric]
+
+
+@pytest.mark.parametrize("name", _numeric_fields())
+def test_every_numeric_option_refuses_a_negative_value(name):
+    with pytest.raises(InputError, match=f"^{option_name(name)} must be"):
+        TrainConfig(**{name: -1}).check()
+
+
+@pytest.mark.parametrize("name", [n for n in _numeric_fields() if "float" in
+                                  TrainConfig.__dataclass_fields__[n].type])  # fmt: skip
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_every_float_option_refuses_nan_and_infinity(name, value):
+    with pytest.raises(InputError, match=option_name(name)):
+        TrainConfig(**{name: value}).check()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"depth": 1}, r"--depth must be a whole number in \[2, 12\], got 1"),
+        ({"depth": 13}, "--depth"),
+        ({"base_channels": 0}, "--base-channels"),
+        ({"max_channels": 0}, "--max-channels"),
+        ({"max_channels": 10**9}, "--max-channels"),
+        ({"disc_base_channels": 0}, "--disc-channels"),
+        ({"disc_layers": 0}, "--disc-layers"),
+        ({"lr": 0.0}, "--lr must be positive"),
+        ({"beta1": 1.0}, r"--beta1 must be a number in \[0, 1\)"),
+        ({"val_fraction": 1.0}, "--val-fraction"),
+        ({"dropout": 1.0}, "--dropout"),
+        ({"decay_start": 1.5}, "--decay-start"),
+        ({"epochs": 0}, "--epochs must be a whole number at least 1"),
+        ({"seed": 2**63}, "--seed"),
+        ({"crop": 2.5}, "--crop"),
+    ],
+)
+def test_out_of_range_options_name_the_option(values, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**values).check()
+
+
+def test_the_defaults_and_the_edges_pass():
+    TrainConfig().check()
+    TrainConfig(depth=2, seed=0, workers=0, val_fraction=0, dropout=0, pixel_weight=0).check()
