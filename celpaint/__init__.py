@@ -25,6 +25,7 @@ __all__ = [
     "TemporalParams",
     "__version__",
     "colorize",
+    "colorize_clip",
     "convert",
     "extract_line_art",
     "load_model",
@@ -39,6 +40,7 @@ _LAZY = {
     "EncodeOptions": "celpaint.io.sinks",
     "TemporalParams": "celpaint.ops.temporal",
     "colorize": "celpaint.pipeline.api",
+    "colorize_clip": "celpaint.pipeline.reference",
     "convert": "celpaint.pipeline.api",
     "extract_line_art": "celpaint.pipeline.api",
 }

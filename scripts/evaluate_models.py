@@ -19,7 +19,10 @@ way `celpaint colorize` does it by default.
         --json docs/model_card.json
 
 Everything is written under ``--work`` (a temporary folder by default); the JSON holds the
-mean PSNR, SSIM, CIEDE2000 and pixel accuracy of every (model, set, method).
+mean PSNR, SSIM, CIEDE2000, pixel accuracy and colorfulness (the output's, the truth's and
+their ratio: CIEDE2000 alone rewards gray output) of every (model, set, method), and for the
+model on the sample clip the temporal warping errors on RGB and on a*b*, its own and the
+truth's.
 """
 
 from __future__ import annotations
@@ -49,9 +52,19 @@ def celpaint(*args: str) -> None:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr}")
 
 
-def evaluate(prediction: Path, truth: Path, json_path: Path) -> dict[str, float]:
-    celpaint("evaluate", str(prediction), str(truth), "--json", str(json_path), "--quiet")
-    return json.loads(json_path.read_text())["mean"]
+def evaluate(
+    prediction: Path, truth: Path, json_path: Path, source: Path | None = None
+) -> dict[str, float]:
+    """`celpaint evaluate`'s means; with ``source`` (the colorized clip) also the warping
+    errors ``warping_error[_ab][_truth]``."""
+    extra = ["--input", str(source)] if source is not None else []
+    celpaint("evaluate", str(prediction), str(truth), "--json", str(json_path), "--quiet", *extra)
+    data = json.loads(json_path.read_text())
+    scores = data["mean"]
+    for key in ("warping_error", "warping_error_ab") if source is not None else ():
+        scores[key] = data[key]["prediction"]
+        scores[f"{key}_truth"] = data[key]["ground_truth"]
+    return scores
 
 
 def mean_color(folder: Path, limit: int = 1000) -> list[int]:
@@ -138,7 +151,12 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             celpaint(*command)
             seconds = time.perf_counter() - started
-            scores = {"model": evaluate(output, truth, out_dir / "model.json")}
+            # In the clip, the temporal stability too.
+            scores = {
+                "model": evaluate(
+                    output, truth, out_dir / "model.json", source if is_clip else None
+                )
+            }
             scores["input"] = evaluate(source, truth, out_dir / "input.json")
             if model == "lineart" and flat_rgb is not None:
                 flat = out_dir / "flat"
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             model_results[name] = scores
             print(f"{model:8s} {name:12s} " + "  ".join(
                 f"{method}: dE {values['ciede2000']:.2f} PSNR {values['psnr']:.2f} "
-                f"SSIM {values['ssim']:.3f}"
+                f"SSIM {values['ssim']:.3f} colorfulness x{values['colorfulness_ratio'] or 0:.2f}"
                 for method, values in scores.items() if isinstance(values, dict)
             ), flush=True)  # fmt: skip
 

@@ -94,6 +94,34 @@ def colorize_command(
             "--flat-fill", help="Line art: give each closed region between lines one color."
         ),
     ] = False,
+    saturation: Annotated[
+        float,
+        typer.Option(
+            "--saturation",
+            help="0..4: multiplies the model's calibrated colors' chroma (1: as calibrated; "
+            "0: no color, only lightness; 2: twice as saturated).",
+        ),
+    ] = 1.0,
+    references: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reference",
+            "-r",
+            help="A colored keyframe whose colors are carried through its shot (repeatable): "
+            "an image named like the input frame it colors (frame_000001.png ... for a video), "
+            "a folder of such images, or N=IMAGE for frame N (1-based). One input only.",
+            show_default=False,
+        ),
+    ] = None,
+    adapt_steps: Annotated[
+        int,
+        typer.Option(
+            "--adapt-steps",
+            min=0,
+            help="With --reference: fine-tune the model on the keyframes for N steps first, so "
+            "that areas the keyframes do not show take the shot's palette (0: off).",
+        ),
+    ] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
     crf: Crf = 18,
     preset: Preset = "medium",
@@ -129,11 +157,13 @@ def colorize_command(
         work_size=work_size,
         batch_size=_batch_size(batch_size),
         compile=compile,
+        saturation=saturation,
     )
     with RichProgress(quiet=quiet) as progress:
         colorize(
             inputs, output, colorizer, options, progress, encode=encode,
-            max_pixels=max_pixels(pixel_limit),
+            max_pixels=max_pixels(pixel_limit), references=references or (),
+            adapt_steps=adapt_steps,
         )  # fmt: skip
 
 

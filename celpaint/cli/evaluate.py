@@ -32,7 +32,13 @@ def _row(values: dict) -> list[str]:
         _number(values["ssim"], 4),
         _number(values["ciede2000"], 3),
         f"{values['accuracy'] * 100:.2f}",
+        _number(values["colorfulness"], 1),
+        _number(values["colorfulness_truth"], 1),
     ]
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
 
 
 def _warping(value: float | None) -> str:
@@ -76,7 +82,8 @@ def evaluate_command(
         typer.Option(
             "--input",
             help="The clip that was colorized: adds the temporal warping error (Lai et al. "
-            "2018; flow on this clip) of the prediction and of the ground truth.",
+            "2018; flow on this clip) of the prediction and of the ground truth, on RGB and "
+            "on a*b* alone.",
         ),
     ] = None,
     ffmpeg: FFmpeg = None,
@@ -84,7 +91,8 @@ def evaluate_command(
     quiet: Quiet = False,
 ) -> None:
     """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
-    SSIM, mean CIEDE2000 and pixel accuracy; with --input, the temporal warping error."""
+    SSIM, mean CIEDE2000, pixel accuracy and colorfulness (Hasler & Suesstrunk; the
+    prediction's and the truth's); with --input, the temporal warping error."""
     from celpaint.evaluation.compare import evaluate
 
     to_stdout = json_path is not None and str(json_path) == "-"
@@ -116,7 +124,7 @@ def evaluate_command(
     table = Table(title=f"{prediction} vs {ground_truth}", title_justify="left")
     table.add_column("frame")
     warping = result.warping_error
-    columns = ["PSNR (dB)", "SSIM", "dE2000", "accuracy (%)"]
+    columns = ["PSNR (dB)", "SSIM", "dE2000", "accuracy (%)", "colorfulness", "truth's"]
     if warping is not None:
         columns += ["warping error", "truth's"]
     for name in columns:
@@ -132,9 +140,20 @@ def evaluate_command(
     if warping is not None:
         extra = [_warping(warping["prediction"]), _warping(warping["ground_truth"])]
     table.add_row(f"mean of {len(result.frames)}", *_row(result.mean), *extra, style="bold")
-    Console().print(table)
+    stdout = Console()
+    stdout.print(table)
+    mean = result.mean
+    stdout.print(
+        f"colorfulness: {_number(mean['colorfulness'], 1)}, the ground truth's "
+        f"{_number(mean['colorfulness_truth'], 1)}: ratio {_ratio(mean['colorfulness_ratio'])}"
+    )
     if warping is not None:
-        Console().print(
+        warping_ab = result.warping_error_ab
+        stdout.print(
             f"warping error (flow on {input}): {_warping(warping['prediction'])}; the ground "
             f"truth's, the floor: {_warping(warping['ground_truth'])}"
+        )
+        stdout.print(
+            f"a*b* warping error: {_warping(warping_ab['prediction'])}; the ground truth's: "
+            f"{_warping(warping_ab['ground_truth'])}"
         )

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celpaint.errors import InputError
-from celpaint.evaluation.warping import WarpingError
+from celpaint.evaluation.warping import WarpingError, ab_channels
 from celpaint.io.frames import MAX_PIXELS, check_spares_inputs, json_safe
 from celpaint.io.sources import open_source
 from celpaint.ops.metrics import (
     DEFAULT_THRESHOLD,
     METRIC_NAMES,
     SSIM_MIN_SIDE,
+    colorfulness,
     frame_metrics,
     mean_metrics,
 )
@@ -27,9 +28,14 @@ class Evaluation:
     """Per-frame and mean metrics of a prediction against its ground truth.
 
     Attributes:
-        frames: one dict per frame: ``name`` plus the metrics of ``METRIC_NAMES``.
-        mean: the mean of each metric over the frames.
+        frames: one dict per frame: ``name``, the metrics of ``METRIC_NAMES``, and
+            ``colorfulness`` (the prediction's), ``colorfulness_truth`` and
+            ``colorfulness_ratio`` (prediction / truth; NaN for a gray truth).
+        mean: the mean of each metric over the frames, except ``colorfulness_ratio``: the mean
+            colorfulness of the prediction over the truth's.
         threshold: the accuracy threshold used.
+        warping_error, warping_error_ab: with an input clip, the mean temporal warping error
+            ``{"prediction", "ground_truth"}`` on RGB in [0, 1] and on a*b* / 100.
     """
 
     prediction: Path
@@ -39,6 +45,7 @@ class Evaluation:
     mean: dict[str, float] = field(default_factory=dict)
     input: Path | None = None
     warping_error: dict[str, float] | None = None
+    warping_error_ab: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (infinite PSNR written as ``"inf"``, NaN as null)."""
@@ -53,6 +60,7 @@ class Evaluation:
         if self.warping_error is not None:
             data["input"] = str(self.input)
             data["warping_error"] = self.warping_error
+            data["warping_error_ab"] = self.warping_error_ab
         return json_safe(data)
 
 
@@ -76,8 +84,9 @@ def evaluate(
             (``frame_count`` may be an estimate for video).
         input: the clip that was colorized (same frame count and size); when given, each
             frame row gains ``warping_error`` (the pair ending at that frame; None for the
-            first) and ``warping_error_truth``, and ``Evaluation.warping_error`` holds the
-            means ``{"prediction", "ground_truth"}``.
+            first), ``warping_error_truth`` and their a*b* versions ``warping_error_ab``,
+            ``warping_error_ab_truth`` (``ab_channels``), and ``Evaluation.warping_error`` and
+            ``warping_error_ab`` hold the means ``{"prediction", "ground_truth"}``.
         max_pixels: the largest frame read (``open_source``).
         output: where the caller will write the results (``--json``): refused, before any
             comparing, when it is one of the files read, under any name.
@@ -100,7 +109,8 @@ def evaluate(
             opened = [item for item in (predicted, truth, source) if item is not None]
             read = [path for item in opened for path in item.info.files()]
             check_spares_inputs(Path(output), read, what="--json")
-        meter = WarpingError(streams=2) if source is not None else None
+        # Four streams sharing one flow per pair: RGB and a*b* of the prediction and the truth.
+        meter = WarpingError(streams=4) if source is not None else None
         input_frames = source.frames() if source is not None else None
         exact = predicted.info.kind != "video" and truth.info.kind != "video"
         if exact and predicted.info.frame_count != truth.info.frame_count:
@@ -148,7 +158,7 @@ def evaluate(
                     f"{prediction}, {b.shape[1]}x{b.shape[0]} in {ground_truth}"
                 )
             name = truth.info.name(index)
-            row = {"name": name, **frame_metrics(a, b, threshold)}
+            row = {"name": name, **frame_metrics(a, b, threshold), **_colorfulness(a, b)}
             if meter is not None:
                 frame = next(input_frames, None)
                 if frame is None:
@@ -156,8 +166,9 @@ def evaluate(
                         f"the input {input} ended after {index} frames but {prediction} has "
                         "more; give the clip that was colorized"
                     )
-                errors = meter.add(frame, a, b)
-                row["warping_error"], row["warping_error_truth"] = errors or (None, None)
+                errors = meter.add(frame, a, b, ab_channels(a), ab_channels(b)) or [None] * 4
+                row["warping_error"], row["warping_error_truth"] = errors[:2]
+                row["warping_error_ab"], row["warping_error_ab_truth"] = errors[2:]
             result.frames.append(row)
             index += 1
             if progress is not None:
@@ -171,7 +182,26 @@ def evaluate(
         raise InputError(f"{prediction} holds no frames")
     if meter is not None:
         result.input = Path(input)
-        prediction_error, truth_error = meter.means()
+        prediction_error, truth_error, prediction_ab, truth_ab = meter.means()
         result.warping_error = {"prediction": prediction_error, "ground_truth": truth_error}
-    result.mean = mean_metrics([{k: row[k] for k in METRIC_NAMES} for row in result.frames])
+        result.warping_error_ab = {"prediction": prediction_ab, "ground_truth": truth_ab}
+    names = (*METRIC_NAMES, "colorfulness", "colorfulness_truth")
+    result.mean = mean_metrics([{k: row[k] for k in names} for row in result.frames])
+    result.mean["colorfulness_ratio"] = _ratio(
+        result.mean["colorfulness"], result.mean["colorfulness_truth"]
+    )
     return result
+
+
+def _ratio(prediction: float, truth: float) -> float:
+    return prediction / truth if truth > 0 else float("nan")
+
+
+def _colorfulness(prediction, truth) -> dict[str, float]:
+    """The colorfulness of a frame of the prediction, of the truth's, and their ratio."""
+    predicted, true = colorfulness(prediction), colorfulness(truth)
+    return {
+        "colorfulness": predicted,
+        "colorfulness_truth": true,
+        "colorfulness_ratio": _ratio(predicted, true),
+    }

@@ -2,7 +2,8 @@
 
 The flow comes from the input frames (``celpaint.ops.flow``), occlusions from a forward-backward
 test; the error is the masked mean squared difference between each output frame and the
-previous one warped onto it, RGB in ``[0, 1]``.
+previous one warped onto it, RGB in ``[0, 1]`` (or any float channels, such as the a*b* of
+``ab_channels``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from celpaint.color.array import to_gray
+from celpaint.color.array import rgb_to_lab, to_gray
 from celpaint.ops.flow import FlowEstimator, GuideMode, Preset, occlusion_mask, prepare_guide, warp
+
+# a* and b* of saturated sRGB colors reach about +-100: this brings them to about -1..1, near
+# the scale of RGB in [0, 1], so the two errors read alike.
+AB_SCALE = 1 / 100
+
+
+def ab_channels(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` -> float32 ``(H, W, 2)``: its a*, b* (``rgb_to_lab``) / 100.
+
+    What ``WarpingError`` measures for the stability of the colors alone: a frame whose
+    lightness flickers but whose hues stay put has a small a*b* error.
+    """
+    lab = rgb_to_lab(rgb)
+    return np.ascontiguousarray(lab[..., 1:]) * np.float32(AB_SCALE)
 
 
 class WarpingError:
@@ -21,9 +36,10 @@ class WarpingError:
 
     For each consecutive pair ``(t-1, t)``: the flow from frame ``t`` to ``t-1`` and back is
     computed on the *input* frames; pixels failing the forward-backward or motion-boundary test
-    are masked out; ``E_t = sum_p M(p) |O_t(p) - warp(O_{t-1})(p)|^2 / (3 sum_p M(p))`` with RGB
-    in [0, 1] (the mean over unmasked pixels and the three channels, as in the authors' code).
-    The clip's error is the mean over pairs.
+    are masked out; ``E_t = sum_p M(p) |O_t(p) - warp(O_{t-1})(p)|^2 / (C sum_p M(p))`` with RGB
+    in [0, 1] (the mean over unmasked pixels and the ``C`` = 3 channels, as in the authors'
+    code). Outputs may also be float32 with any number of channels, such as ``ab_channels``
+    (``C`` = 2). The clip's error is the mean over pairs.
 
     Call ``add(input_frame, output_1, output_2, ...)`` once per frame in order; frames are kept
     only until the next call, so memory does not grow with the clip.
@@ -51,17 +67,18 @@ class WarpingError:
 
     @staticmethod
     def _to_unit(frame: np.ndarray) -> np.ndarray:
+        if frame.dtype == np.float32 and frame.ndim == 3:
+            return frame
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"output frames must be (H, W, 3) RGB, got shape {frame.shape}")
         if frame.dtype == np.uint8:
             return frame.astype(np.float32) * np.float32(1 / 255)
-        if frame.dtype == np.float32:
-            return frame
         raise ValueError(f"output frames must be uint8 or float32 in [0, 1], got {frame.dtype}")
 
     def add(self, input_frame: np.ndarray, *outputs: np.ndarray) -> list[float] | None:
         """Add frame ``t``: the input (uint8 RGB ``(H, W, 3)`` or gray ``(H, W)``) and one
-        output per stream (uint8 RGB, or float32 RGB in [0, 1], ``(H, W, 3)``).
+        output per stream (uint8 RGB ``(H, W, 3)``, or float32 ``(H, W, C)``: RGB in [0, 1]
+        or other channels, the same ``C`` throughout a stream).
 
         Returns the pair errors ``E_t`` (one per stream), or None for the first frame.
 
@@ -90,14 +107,19 @@ class WarpingError:
             count = int(valid.sum())
             errors = []
             for stream, (frame, previous) in enumerate(zip(frames, previous_frames, strict=True)):
+                if previous.shape != frame.shape:
+                    raise ValueError(
+                        f"stream {stream} changed from {previous.shape} to {frame.shape} frames"
+                    )
+                channels = frame.shape[2]
                 difference = frame - warp(previous, flow)
                 squared = (difference * difference).sum(axis=2)
                 # No trusted pixel at all (a cut): the mask is empty, and the authors fall back
                 # to the whole frame.
                 error = (
-                    float(squared[valid].sum() / (3 * count))
+                    float(squared[valid].sum() / (channels * count))
                     if count
-                    else float(squared.mean() / 3)
+                    else float(squared.mean() / channels)
                 )
                 self.per_pair[stream].append(error)
                 errors.append(error)

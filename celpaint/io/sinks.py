@@ -126,6 +126,25 @@ class ImageSink:
         pass
 
 
+class DiscardSink:
+    """Takes frames and keeps none (a pass that only analyses a source)."""
+
+    def __init__(self) -> None:
+        self.frames_written = 0
+
+    def is_done(self, name: str) -> bool:
+        return False
+
+    def write(self, name: str, rgb: np.ndarray) -> None:
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        return Path(os.devnull)
+
+    def abort(self) -> None:
+        pass
+
+
 class VideoSink:
     """Frames into a video through ``VideoWriter`` (a hidden temporary file renamed at the end)."""
 

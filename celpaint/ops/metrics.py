@@ -12,13 +12,18 @@ uses scikit-image's implementations:
 * ``pixel_accuracy``: the accuracy of Nazeri et al. (arXiv 1803.05400): the share of pixels
   whose L*, a* and b* all lie within ``threshold`` of the ground truth. The threshold is a
   fraction of each channel's range (L*: 100, a* and b*: 255, i.e. -128..127), 5% by default.
+* ``colorfulness``: the colorfulness M of Hasler & Suesstrunk 2003 of *one* image (0 for any
+  gray image; about 15 is "slightly colorful", 60 "quite colorful", 100+ "extremely").
+  CIEDE2000 alone rewards gray guesses; comparing a prediction's colorfulness with the
+  truth's tells a muted colorization from a faithful one.
 
 The frame-by-frame comparison of two sources is ``celpaint.evaluation.compare.evaluate``. For
 clips it also measures temporal stability when given the input clip: the warping error of Lai
 et al. 2018 (``celpaint.evaluation.warping.WarpingError``: flow on the input frames,
 forward-backward occlusion mask, masked mean squared difference between each output frame and
 the previous one warped onto it, RGB in [0, 1]), for the prediction and for the ground truth,
-whose error is the floor a perfect colorization would reach.
+whose error is the floor a perfect colorization would reach; and the same measure on the a*b*
+channels alone (``warping_error_ab``), which sees flicker of the colors apart from lightness.
 
 Every metric raises ``ValueError`` when an image is not uint8 ``(H, W, 3)`` or the two differ in
 size.
@@ -125,6 +130,25 @@ def frame_metrics(
         "ciede2000": _ciede2000(lab_prediction, lab_target),
         "accuracy": _accuracy(lab_prediction, lab_target, threshold),
     }
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Colorfulness M of Hasler & Suesstrunk (2003) of one uint8 RGB image ``(H, W, 3)``.
+
+    With ``rg = R - G`` and ``yb = (R + G) / 2 - B`` on the 8-bit values,
+    ``M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2)`` (population
+    standard deviations over all pixels). 0 for any gray image; larger is more colorful.
+
+    Raises:
+        ValueError: ``rgb`` is not a uint8 ``(H, W, 3)`` array.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
+    red, green, blue = (rgb[..., channel].astype(np.float64) for channel in range(3))
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    spread = math.hypot(float(rg.std()), float(yb.std()))
+    return spread + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))
 
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:

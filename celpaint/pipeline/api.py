@@ -5,15 +5,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from celpaint.device import opencv_threads, torch_threads
+from celpaint.errors import InputError
 from celpaint.io.frames import MAX_PIXELS
-from celpaint.io.sinks import EncodeOptions
+from celpaint.io.sinks import DiscardSink, EncodeOptions
+from celpaint.ops.carry import CarryParams
 from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
-from celpaint.pipeline.engine import JobResult, Progress, Transform, run_jobs
+from celpaint.pipeline.engine import JobResult, Progress, Transform, run_job, run_jobs
 from celpaint.pipeline.jobs import Job, is_clip, plan
+from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_references
 
 # The smallest frame colorize takes: a single pixel trips OpenCV's per-channel clamp in
 # ops.upsample.to_native (a 1x1x3 array is read as a scalar), and colors nothing anyway.
@@ -27,6 +33,9 @@ def colorize(
     progress: Progress | None = None,
     encode: EncodeOptions | None = None,
     max_pixels: int = MAX_PIXELS,
+    references: Sequence[str | os.PathLike] = (),
+    carry: CarryParams | None = None,
+    adapt_steps: int = 0,
 ) -> list[JobResult]:
     """Colorize clips, frame folders or images.
 
@@ -41,6 +50,12 @@ def colorize(
         encode: how outputs are written (``EncodeOptions``).
         max_pixels: the largest frame (width x height) read; bigger inputs are refused before
             decoding (``io.frames.MAX_PIXELS``).
+        references: colored keyframes of the one input (``reference.resolve_references``):
+            their colors are carried through their shots (``pipeline/reference.py``).
+        carry: how keyframe colors are carried (``ops.carry.CarryParams``).
+        adapt_steps: fine-tune the generator on the keyframes for this many steps first
+            (``reference.adapt``), so that the colors the keyframes do not show speak the
+            shot's palette; it changes ``colorizer``'s weights.
 
     Returns:
         One ``JobResult`` per input, in order.
@@ -56,23 +71,117 @@ def colorize(
     options = options or ColorizeOptions()
     jobs = plan(_as_list(inputs), output, encode or EncodeOptions(), max_pixels=max_pixels)
     try:
+        keyframes = _keyframes(jobs, references, max_pixels)
         colorizer = colorizer or Colorizer.from_pretrained()
     except BaseException:
         for job in jobs:
             job.source.close()
         raise
     single = dataclasses.replace(options, temporal=None)
+    workers, threads = generator_workers(colorizer)
+    if keyframes:
+        with opencv_threads(1 if colorizer.device.type == "cpu" else None), torch_threads(threads):
+            if adapt_steps:
+                adapt(colorizer, _keyframe_pairs(jobs[0], keyframes), adapt_steps)
+            return [_colorize_from_keyframes(jobs[0], colorizer, options, keyframes, carry,
+                                             progress or Progress(), workers)]  # fmt: skip
 
     def stream_for(job: Job) -> Transform:
         # A fresh stream per input: colors never carry from one input into the next, and
         # only clips are smoothed over time.
         return colorizer.stream(options if is_clip(job.source) else single)
 
-    workers, threads = generator_workers(colorizer)
     with opencv_threads(1 if colorizer.device.type == "cpu" else None), torch_threads(threads):
         return run_jobs(
             jobs, colorizer.batch_size, progress, transform_for=stream_for, workers=workers
         )
+
+
+def _keyframes(
+    jobs: list[Job], references: Sequence[str | os.PathLike], max_pixels: int
+) -> dict[int, np.ndarray]:
+    """The keyframes of the one job, read and checked before any work."""
+    if not references:
+        return {}
+    if len(jobs) != 1:
+        raise InputError(
+            f"--reference names frames of one input, but {len(jobs)} inputs were given; "
+            "colorize each shot or clip with its own references"
+        )
+    return resolve_references(references, jobs[0].source.info, max_pixels)
+
+
+def _keyframe_pairs(job: Job, keyframes: dict[int, np.ndarray]) -> list:
+    """(input frame, keyframe) of every keyframe, decoding the source up to the last one."""
+    pairs = []
+    last = max(keyframes)
+    try:
+        for index, frame in enumerate(job.source.frames()):
+            if index in keyframes:
+                pairs.append((frame, keyframes[index]))
+            if index >= last:
+                break
+    finally:
+        job.source.close()
+    return pairs
+
+
+def _colorize_from_keyframes(
+    job: Job,
+    colorizer: Colorizer,
+    options: ColorizeOptions,
+    references: dict[int, np.ndarray],
+    carry: CarryParams | None,
+    progress: Progress,
+    workers: int,
+) -> JobResult:
+    """The two passes of ``pipeline/reference.py`` over one job's source."""
+    keyframes = KeyframeColorizer(colorizer, options, references, carry)
+    started = time.perf_counter()
+    try:
+        progress.start([job])
+        # The progress bar follows the analysis (the generator, most of the time); the
+        # rendering pass reports only the end, with the time of both.
+        analysis = _Stages(keyframes.analysis_stages())
+        run_job(job, analysis, colorizer.batch_size, _Analysing(progress), workers,
+                sink=DiscardSink())  # fmt: skip
+        keyframes.carry()
+        return run_job(
+            job, keyframes.render_stage(), colorizer.batch_size, _Rendering(progress, started)
+        )
+    finally:
+        job.source.close()
+
+
+class _Analysing(Progress):
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def job_start(self, job: Job) -> None:
+        self.progress.job_start(job)
+
+    def advance(self, frames: int) -> None:
+        self.progress.advance(frames)
+
+
+class _Rendering(Progress):
+    def __init__(self, progress: Progress, started: float):
+        self.progress = progress
+        self.started = started
+
+    def job_end(self, result: JobResult) -> None:
+        seconds = time.perf_counter() - self.started
+        self.progress.job_end(dataclasses.replace(result, seconds=seconds))
+
+
+class _Stages:
+    """A transform given as its list of stages (``engine.transform_stages``)."""
+
+    def __init__(self, stages: list):
+        self._stages = stages
+
+    def stages(self) -> list:
+        return self._stages
 
 
 def extract_line_art(

@@ -27,6 +27,9 @@ from celpaint.ops.regions import flat_fill
 from celpaint.ops.temporal import TemporalParams, TemporalSmoother
 
 log = logging.getLogger("celpaint")
+# The most --saturation multiplies the model's colors by; beyond it nearly every color leaves
+# the sRGB gamut.
+MAX_SATURATION = 4.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class Colorizer:
         batch_size: frames per forward pass; None picks one for the device. On CUDA an
             out-of-memory error halves it and retries the same frames.
         compile: wrap the generator in ``torch.compile``.
+        saturation: multiplies the model's calibrated ``chroma_scale``, 0..4: 1 paints the
+            calibrated colors, 0 none at all (the input's L* for a*b* models, the predicted L*
+            for RGB models), 2 twice their chroma.
 
     Call ``colorize(frames)`` with uint8 RGB ``(B, H, W, 3)`` frames; it returns colored frames
     of the same shape. For a grayscale (L*a*b*) model the output keeps the input's L* exactly
@@ -87,7 +93,11 @@ class Colorizer:
         work_size: int | None = None,
         batch_size: int | None = None,
         compile: bool = False,
+        saturation: float = 1.0,
     ):
+        if not 0.0 <= saturation <= MAX_SATURATION:
+            raise InputError(f"--saturation must be within 0..{MAX_SATURATION:g}, got {saturation}")
+        self.saturation = float(saturation)
         self.config = config
         self.device, self.dtype = choose_device(device, precision)
         self.work_size = int(work_size or config.work_size)
@@ -171,17 +181,18 @@ class Colorizer:
 
         In OpenCV's convention (``color.array``), which the smoothing and the native
         rendering use (``Task.to_lab``). a*b* are multiplied by the model's calibrated
-        ``chroma_scale``.
+        ``chroma_scale`` times ``saturation``.
         """
         source = self.network_input(rgb, geometry)
         crop = (..., slice(0, geometry.work_height), slice(0, geometry.work_width))
         output = self.run_generator(source)[crop]
         lab = self.task.to_lab(output, source[crop])
-        if self.config.chroma_scale != 1.0:
+        chroma_scale = self.config.chroma_scale * self.saturation
+        if chroma_scale != 1.0:
             # One per-channel multiply over the batch as a tall image: several times faster
             # than numpy's on the strided a*b* view.
             tall = lab.reshape(-1, lab.shape[2], 3)
-            cv2.multiply(tall, (1.0, self.config.chroma_scale, self.config.chroma_scale), dst=tall)
+            cv2.multiply(tall, (1.0, chroma_scale, chroma_scale), dst=tall)
         return lab
 
     def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
@@ -368,15 +379,15 @@ class FrameStream:
         out = np.empty_like(frames)
         if workers == 1:
             for index, frame in enumerate(frames):
-                out[index] = self._render(frame, work_lab[index], darken)
+                out[index] = self.render(frame, work_lab[index], darken)
             return out
         with concurrent.futures.ThreadPoolExecutor(workers, "celpaint-render") as pool:
-            rendered = pool.map(self._render, frames, work_lab, [darken] * len(frames))
+            rendered = pool.map(self.render, frames, work_lab, [darken] * len(frames))
             for index, rgb in enumerate(rendered):
                 out[index] = rgb
         return out
 
-    def _render(self, frame: np.ndarray, lab: np.ndarray, darken: bool) -> np.ndarray:
+    def render(self, frame: np.ndarray, lab: np.ndarray, darken: bool) -> np.ndarray:
         """One frame: the native input uint8 ``(H, W, 3)`` and its (smoothed) L*a*b*
         prediction float32 ``(h, w, 3)`` at the work size -> native uint8 RGB."""
         keep_input = self.keeps_input_lightness

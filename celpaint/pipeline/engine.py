@@ -99,6 +99,25 @@ def _get(channel: queue.Queue, stop: threading.Event):
                 return _END
 
 
+class NamedStage:
+    """A stage that also needs the frames' output names: ``function(names, data)``.
+
+    The engine calls an ordinary stage with the batch's data alone; wrap a function in this to
+    receive the list of names too (frames skipped on ``--resume`` are not in the batch).
+    """
+
+    def __init__(self, function: Callable[[list[str], object], object]):
+        self.function = function
+
+    def __call__(self, names: list[str], data):
+        return self.function(names, data)
+
+
+def apply_stage(stage: Callable, names: list[str], data):
+    """Run one stage on one batch (see ``NamedStage``)."""
+    return stage(names, data) if isinstance(stage, NamedStage) else stage(data)
+
+
 def _join(thread: threading.Thread) -> None:
     # Joining in short slices keeps the main thread responsive to Ctrl-C.
     while thread.is_alive():
@@ -137,7 +156,7 @@ class _OrderedRelay:
                     number = self._taken
                     self._taken += 1
                 names, data = item
-                result = (names, stage(data))
+                result = (names, apply_stage(stage, names, data))
                 with self._turn:
                     while self._passed != number:
                         if self._stop.is_set():
@@ -168,8 +187,10 @@ def run_job(
     batch_size: int,
     progress: Progress,
     workers: int = 1,
+    sink: Sink | None = None,
 ) -> JobResult:
-    """Stream one source through ``transform`` into its sink (opened with ``job.encode``).
+    """Stream one source through ``transform`` into its sink (opened with ``job.encode``, or
+    ``sink`` when given).
 
     Decoding (a reader thread, which also stacks each batch), the transform's first stage
     (this thread: the generator), each later stage (a thread each, see ``transform_stages``)
@@ -188,7 +209,8 @@ def run_job(
     _warn_variable_frame_rate(job)
     started = time.perf_counter()
     progress.job_start(job)
-    sink = open_sink(job.output, job.output_kind, job.source.info, job.encode, job.planned)
+    if sink is None:
+        sink = open_sink(job.output, job.output_kind, job.source.info, job.encode, job.planned)
     run = _JobRun(job, sink, transform_stages(transform), batch_size, progress)
     output = run.run(workers)
     result = JobResult(
@@ -311,7 +333,7 @@ class _JobRun:
         """Apply ``stage`` to every batch from ``inbox``, in order, into ``outbox``."""
         while not self.stop.is_set() and (item := _get(inbox, self.stop)) is not _END:
             names, data = item
-            if not _put(outbox, (names, stage(data)), self.stop):
+            if not _put(outbox, (names, apply_stage(stage, names, data)), self.stop):
                 return
         _put(outbox, _END, self.stop)
 

@@ -34,7 +34,13 @@ def test_identical_inputs_are_perfect(tmp_path, truth, capfd):
     assert "inf" in table and "mean of 3" in table and "frame2" in table
     data = json.loads(report.read_text())
     assert data["frame_count"] == 3 and len(data["frames"]) == 3
-    assert data["mean"] == {"psnr": "inf", "ssim": 1.0, "ciede2000": 0.0, "accuracy": 1.0}
+    mean = data["mean"]
+    assert {k: mean[k] for k in ("psnr", "ssim", "ciede2000", "accuracy")} == {
+        "psnr": "inf", "ssim": 1.0, "ciede2000": 0.0, "accuracy": 1.0,
+    }  # fmt: skip
+    assert mean["colorfulness"] == mean["colorfulness_truth"] > 0
+    assert mean["colorfulness_ratio"] == 1.0
+    assert "colorfulness" in table and "ratio 1.00" in table
     assert data["frames"][0]["name"] == "frame1"
 
 
@@ -48,6 +54,25 @@ def test_known_values_for_a_constructed_prediction(tmp_path, truth, capfd):
     assert all(row["psnr"] == pytest.approx(expected) for row in data["frames"])
     assert 0 < data["mean"]["ciede2000"] < 10
     assert data["accuracy_threshold"] == 0.05
+
+
+def test_colorfulness_of_a_gray_prediction_and_its_truth(tmp_path, truth, capfd):
+    folder, images = truth
+    gray = _folder(tmp_path / "gray", [np.repeat(i.mean(2, keepdims=True), 3, 2).astype(np.uint8)
+                                       for i in images])  # fmt: skip
+    assert main(["evaluate", str(gray), str(folder), "--json", "-"]) == 0
+    data = json.loads(capfd.readouterr().out)
+    rows = data["frames"]
+    assert all(row["colorfulness"] == 0 and row["colorfulness_ratio"] == 0 for row in rows)
+    truths = [row["colorfulness_truth"] for row in rows]
+    assert min(truths) > 20  # uniform random RGB is very colorful
+    assert data["mean"]["colorfulness_truth"] == pytest.approx(sum(truths) / 3)
+    assert data["mean"]["colorfulness"] == data["mean"]["colorfulness_ratio"] == 0
+    # A gray truth has no ratio: null in the JSON, a dash in the summary.
+    assert main(["evaluate", str(folder), str(gray), "--json", "-"]) == 0
+    assert json.loads(capfd.readouterr().out)["mean"]["colorfulness_ratio"] is None
+    assert main(["evaluate", str(folder), str(gray)]) == 0
+    assert "ratio -" in capfd.readouterr().out
 
 
 def test_mismatched_inputs_exit_2(tmp_path, truth, capfd):
@@ -90,7 +115,7 @@ def test_warping_error_with_the_input_clip(tmp_path, capfd):
     args = ["evaluate", str(predicted), str(truth), "--input", str(source)]
     assert main([*args, "--json", str(report)]) == 0
     table = capfd.readouterr().out
-    assert "warping error" in table and "floor" in table
+    assert "warping error" in table and "floor" in table and "a*b* warping error" in table
     data = json.loads(report.read_text())
     assert data["input"] == str(source)
     warping = data["warping_error"]
@@ -101,9 +126,17 @@ def test_warping_error_with_the_input_clip(tmp_path, capfd):
     assert rows[0]["warping_error"] is None and rows[0]["warping_error_truth"] is None
     pairs = [row["warping_error"] for row in rows[1:]]
     assert warping["prediction"] == pytest.approx(sum(pairs) / len(pairs))
+    # The same measure on a*b* / 100: the flicker is one of hue and chroma too.
+    warping_ab = data["warping_error_ab"]
+    assert warping_ab["ground_truth"] < 1e-3
+    assert warping_ab["prediction"] > 5 * warping_ab["ground_truth"]
+    assert rows[0]["warping_error_ab"] is None and rows[0]["warping_error_ab_truth"] is None
+    pairs = [row["warping_error_ab"] for row in rows[1:]]
+    assert warping_ab["prediction"] == pytest.approx(sum(pairs) / len(pairs))
     # Without --input there is no warping error.
     assert main(["evaluate", str(predicted), str(truth), "--json", str(report)]) == 0
-    assert "warping_error" not in json.loads(report.read_text())
+    data = json.loads(report.read_text())
+    assert "warping_error" not in data and "warping_error_ab" not in data
 
 
 def test_an_input_clip_of_another_length_or_size_exits_2(tmp_path, capfd):

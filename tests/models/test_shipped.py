@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from celpaint.io.frames import read_image, write_image
 from celpaint.models import zoo
 from celpaint.models.checkpoint import load_model
+from celpaint.ops.metrics import colorfulness
 from celpaint.pipeline.colorizer import Colorizer
 from celpaint.training.loop import TrainConfig, train
 
@@ -24,6 +26,9 @@ CARD = ROOT / "docs" / "model_card.json"
 # weights (only float rounding differs between machines); a retrained or re-exported model
 # moves it by much more.
 CARD_TOLERANCE = 0.1
+# The same for the colorfulness ratio (prediction / truth); a change of calibration moves it by
+# tenths.
+CARD_RATIO_TOLERANCE = 0.01
 
 
 def _sample_pair(kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +83,7 @@ def test_shipped_model_colorizes_a_sample_frame_deterministically(name):
 @pytest.mark.parametrize("name", ["lineart", "gray"])
 def test_model_card_sample_clip_numbers_are_reproduced(name, tmp_path):
     card = json.loads(CARD.read_text())
-    expected = card["models"][name]["sample"]["model"]["ciede2000"]
+    expected = card["models"][name]["sample"]["model"]
     kind = "lineart" if name == "lineart" else "gray"
     out = tmp_path / "colored.mp4"
     result = run_cli("colorize", SAMPLES / f"clip_{kind}.mp4", "-o", out, "--model", name,
@@ -87,13 +92,44 @@ def test_model_card_sample_clip_numbers_are_reproduced(name, tmp_path):
     scores = tmp_path / "scores.json"
     result = run_cli("evaluate", out, SAMPLES / "clip_color.mp4", "--json", scores, "--quiet")
     assert result.returncode == 0, result.stderr
-    measured = json.loads(scores.read_text())["mean"]["ciede2000"]
-    assert measured == pytest.approx(expected, abs=CARD_TOLERANCE)
+    mean = json.loads(scores.read_text())["mean"]
+    measured = mean["ciede2000"]
+    assert measured == pytest.approx(expected["ciede2000"], abs=CARD_TOLERANCE)
+    ratio = mean["colorfulness_ratio"]
+    assert ratio == pytest.approx(expected["colorfulness_ratio"], abs=CARD_RATIO_TOLERANCE)
+    # The colors are visible: not the near-gray of a calibration by CIEDE2000 alone.
+    assert ratio > 0.45
     # And the model beats its baselines there, as the card says.
     baselines = card["models"][name]["sample"]
     assert measured < baselines["input"]["ciede2000"]
     if "flat" in baselines:
         assert measured < baselines["flat"]["ciede2000"]
+
+
+@pytest.mark.parametrize("name", ["lineart", "gray"])
+def test_saturation_scales_the_calibrated_colors(name, tmp_path):
+    source, _ = _sample_pair("lineart" if name == "lineart" else "gray")
+    image = write_image(tmp_path / "input.png", source)
+    outputs = {}
+    for saturation in ("0", "1", "2"):
+        out = tmp_path / f"s{saturation}.png"
+        result = run_cli("colorize", image, "-o", out, "--model", name,
+                         "--saturation", saturation, "--quiet")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outputs[saturation] = read_image(out)
+    lab = cv2.cvtColor(outputs["0"], cv2.COLOR_RGB2LAB).astype(int)
+    # No chroma at all: a* = b* = 0 (128 in OpenCV's uint8 L*a*b*) within 8-bit rounding.
+    assert np.abs(lab[..., 1:] - 128).max() <= 1
+    if name == "gray":
+        source_l = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
+        assert np.abs(lab[..., 0] - source_l).max() <= 1
+    assert colorfulness(outputs["0"]) < 1
+    assert colorfulness(outputs["2"]) > 1.3 * colorfulness(outputs["1"])
+    for bad in ("-0.5", "4.5"):
+        result = run_cli("colorize", image, "-o", tmp_path / "bad.png", "--model", name,
+                         f"--saturation={bad}", "--quiet")  # fmt: skip
+        assert result.returncode == 2 and "within 0..4" in result.stderr
+        assert not (tmp_path / "bad.png").exists()
 
 
 def test_fine_tuning_starts_from_a_shipped_model(tmp_path):

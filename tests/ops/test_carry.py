@@ -1,0 +1,122 @@
+"""Keyframe colors carried along motion (ops.carry) and the regions they fill (ops.regions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from celpaint.color.array import rgb_to_lab, to_gray
+from celpaint.ops.carry import CarryParams, carry_shot, lightness_palette, palette_fill
+from celpaint.ops.regions import closed_regions, region_medians
+from tests.shots import DISC, PAPER, SQUARE, TRIANGLE, interiors, shot
+
+
+def _delta(lab: np.ndarray, rgb) -> np.ndarray:
+    """Euclidean L*a*b* distance of every pixel of ``lab`` to the color ``rgb``."""
+    target = rgb_to_lab(np.array([[rgb]], np.uint8))[0, 0]
+    return np.linalg.norm(lab - target, axis=2)
+
+
+def _carry(colors, lines, keys, fallback_rgb=(128, 128, 128), **params):
+    grays = [to_gray(frame) for frame in lines]
+    fallback = rgb_to_lab(np.full(colors.shape[1:], fallback_rgb, np.uint8))
+    keyframes = {k: rgb_to_lab(colors[k]) for k in keys}
+    return carry_shot(grays, [fallback] * len(grays), keyframes, True, CarryParams(**params))[0]
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_keyframe_colors_reach_every_later_interior(rotate):
+    colors, lines = shot(12, rotate=rotate)
+    carried = _carry(colors, lines, [0])
+    for t in range(1, 12):
+        for rgb in (PAPER, SQUARE, DISC):
+            inside = interiors(colors[t], rgb)
+            assert inside.sum() > 50
+            # Flat and exact: the region takes the keyframe's own color (Delta E < 1).
+            assert np.percentile(_delta(carried[t], rgb)[inside], 99) < 1.0, (t, rgb)
+
+
+def test_colors_travel_backwards_from_a_later_keyframe():
+    colors, lines = shot(10)
+    carried = _carry(colors, lines, [9])
+    for rgb in (SQUARE, DISC):
+        inside = interiors(colors[0], rgb)
+        assert np.percentile(_delta(carried[0], rgb)[inside], 99) < 1.0
+
+
+def test_a_newly_appearing_region_gets_the_fallback():
+    colors, lines = shot(12, entering=True)
+    carried = _carry(colors, lines, [0], fallback_rgb=(128, 128, 128))
+    inside = interiors(colors[11], TRIANGLE, margin=2)
+    assert inside.sum() > 20
+    assert np.median(_delta(carried[11], (128, 128, 128))[inside]) < 1.0
+    grays = [to_gray(frame) for frame in lines]
+    fallback = rgb_to_lab(np.full(colors.shape[1:], (128, 128, 128), np.uint8))
+    _, reached = carry_shot(grays, [fallback] * 12, {0: rgb_to_lab(colors[0])}, True)
+    assert not reached[11][inside].any() and reached[11][interiors(colors[11], SQUARE)].all()
+    # ... while the regions the keyframe shows keep its colors.
+    assert np.percentile(_delta(carried[11], SQUARE)[interiors(colors[11], SQUARE)], 99) < 1.0
+
+
+def test_two_keyframes_blend_without_a_seam():
+    colors, lines = shot(9)
+    squares = [interiors(frame, SQUARE) for frame in colors]
+    # The last keyframe repaints the square: the frames between move from one to the other.
+    colors[8][np.all(colors[8] == np.array(SQUARE, np.uint8), axis=2)] = (230, 160, 40)
+    carried = _carry(colors, lines, [0, 8])
+    means = [carried[t][squares[t]].mean(axis=0) for t in range(9)]
+    steps = [np.linalg.norm(b - a) for a, b in zip(means, means[1:], strict=False)]
+    total = np.linalg.norm(means[-1] - means[0])
+    assert total > 20
+    # No jump larger than twice an even share of the change.
+    assert max(steps) < 2 * total / 8
+
+
+def test_keyframes_are_returned_as_they_are():
+    colors, lines = shot(4)
+    carried = _carry(colors, lines, [0, 3])
+    assert np.array_equal(carried[0], rgb_to_lab(colors[0]))
+    assert np.array_equal(carried[3], rgb_to_lab(colors[3]))
+    grays = [to_gray(frame) for frame in lines]
+    with pytest.raises(ValueError, match="outside"):
+        carry_shot(grays, carried, {4: carried[0]}, True)
+
+
+def test_closed_regions_close_small_gaps_only():
+    lines = np.full((60, 80), 255, np.uint8)
+    lines[:, 40] = 0  # a wall with a 3 px gap
+    lines[28:31, 40] = 255
+    assert len(np.unique(closed_regions(lines, gap=0)[lines > 0])) == 1  # leaks
+    labels = closed_regions(lines, gap=2)
+    assert labels[30, 10] != labels[30, 70] and labels[30, 10] > 0 and labels[30, 70] > 0
+    # A 12 px gap is a real opening: one region.
+    lines[24:36, 40] = 255
+    labels = closed_regions(lines, gap=2)
+    assert labels[30, 10] == labels[30, 70]
+
+
+def test_region_medians_trust_regions_known_well_enough():
+    labels = np.zeros((10, 20), np.int32)
+    labels[:, :10], labels[:, 10:] = 1, 2
+    values = np.zeros((10, 20, 3), np.float32)
+    values[:, :10] = 50.0
+    values[0, 0] = 99.0  # an outlier the median votes out
+    known = np.zeros((10, 20), bool)
+    known[:, :10] = True
+    known[0, 10] = True  # 1 of 100 pixels: too few to trust region 2
+    out, trusted = region_medians(values, known, labels)
+    assert np.all(out[:, :10] == 50.0) and trusted[:, :10].all()
+    assert not trusted[:, 10:].any() and np.array_equal(out[:, 10:], values[:, 10:])
+
+
+def test_lightness_palette_gives_each_level_the_keyframes_color():
+    key = rgb_to_lab(np.array([[SQUARE] * 40 + [PAPER] * 40], np.uint8))
+    palette = lightness_palette([key])
+    # The same L* without chroma (a grayscale frame of the keyframe) gets its colors back.
+    gray = key.copy()
+    gray[..., 1:] = 0.0
+    np.testing.assert_allclose(palette_fill(gray, palette), key, atol=1e-4)
+    # A level the keyframes never show (and none within reach) keeps its own a*b*.
+    dark = np.zeros((1, 1, 3), np.float32)
+    dark[..., 0] = 5.0
+    assert np.isnan(palette[5, 0]) and np.array_equal(palette_fill(dark, palette), dark)
