@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -68,3 +69,25 @@ def assert_nothing_left(threads_before: set[threading.Thread]) -> None:
         time.sleep(0.05)
     assert extra == [], f"threads left behind: {extra}"
     assert children == [], f"ffmpeg processes left behind: {children}"
+
+
+class Killed(BaseException):
+    """The process dies here: no ``except Exception`` handler sees it."""
+
+
+def die_at(monkeypatch, k: int) -> list[str]:
+    """From the ``k``-th call on, every rename and tree removal fails as if the process had
+    been killed at that call (so clean-up handlers cannot repair anything either). Returns
+    the names of the calls made."""
+    calls: list[str] = []
+    for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree")):
+        original = getattr(module, name)
+
+        def patched(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            if len(calls) >= k:
+                raise Killed(f"killed at {_name} (call {len(calls)})")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, patched)
+    return calls

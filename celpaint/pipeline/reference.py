@@ -2,11 +2,11 @@
 
 A clip with references is colorized in two passes over its frames:
 
-1. *analysis*: the generator colors every frame at the work size (smoothed over time as usual:
-   these are the fallback colors), the gray input frames are kept, and scene cuts are found;
-   then each shot that holds a keyframe gets its colors carried from its keyframes, forward and
-   backward (``ops.carry.carry_shot``), and smoothed over time like any clip (unless
-   ``--no-temporal``). Shots without a keyframe keep the generator's colors.
+1. *analysis*: the generator colors every frame at the work size (the fallback colors), the
+   gray input frames are kept, and scene cuts are found; then each shot that holds a keyframe
+   gets its colors carried from its keyframes, forward and backward (``ops.carry.carry_shot``),
+   and every shot is smoothed over time as any clip is (unless ``--no-temporal``), keeping the
+   carried colors exact. Shots without a keyframe keep the generator's colors.
 2. *rendering*: the frames are decoded again and brought to the native size as usual (lines of
    the native input drawn over line art, the input's L* exactly for grayscale); a keyframe's own
    frame is its reference, with the input's lines (line art) or the input's L* (grayscale).
@@ -177,8 +177,6 @@ class KeyframeColorizer:
 
     def _record(self, names: list[str], predicted) -> np.ndarray:
         frames, grays, labs = predicted
-        if self.stream.smoother is not None:
-            labs = self.stream.smoother.process_batch(grays, labs)
         for name, gray, lab in zip(names, grays, labs, strict=True):
             self.index_of[name] = len(self.grays)
             self.grays.append(gray)
@@ -196,27 +194,36 @@ class KeyframeColorizer:
         for start, end in self._shots():
             keys = {i - start: self._work_lab(self.references[i]) for i in self.references
                     if start <= i < end}  # fmt: skip
-            if not keys:
-                continue
-            fallbacks = self.labs[start:end]
-            if self.task.keeps_input_lightness:
-                palette = lightness_palette(list(keys.values()))
-                fallbacks = [palette_fill(lab, palette) for lab in fallbacks]
-            carried, reached = carry_shot(
-                self.grays[start:end], fallbacks, keys, not self.task.keeps_input_lightness,
-                self.params,
-            )  # fmt: skip
-            if self.stream.smoother is not None:
-                # The fallback colors are re-chosen wherever a carried color is dropped, and
-                # flicker there: the smoothing steadies them, as in a shot without keyframe.
-                # Colors carried from a keyframe are steady already and stay exact.
-                self.stream.smoother.reset()
-                grays = np.stack(self.grays[start:end])
-                smoothed = self.stream.smoother.process_batch(grays, np.stack(carried))
-                pairs = zip(carried, smoothed, reached, strict=True)
-                carried = [np.where(mask[..., None], lab, smooth) for lab, smooth, mask in pairs]
-            self.labs[start:end] = carried
-            self.carried.update(range(start, end))
+            labs = self.labs[start:end]
+            reached = None
+            if keys:
+                if self.task.keeps_input_lightness:
+                    palette = lightness_palette(list(keys.values()))
+                    labs = [palette_fill(lab, palette) for lab in labs]
+                labs, reached = carry_shot(
+                    self.grays[start:end], labs, keys, not self.task.keeps_input_lightness,
+                    self.params,
+                )  # fmt: skip
+                self.carried.update(range(start, end))
+            self.labs[start:end] = self._smooth(start, end, labs, reached)
+
+    def _smooth(self, start: int, end: int, labs: list, reached: list | None) -> list:
+        """A shot's colors smoothed over time, as any clip's (unless ``--no-temporal``).
+
+        In a shot with keyframes the fallback colors are re-chosen wherever a carried color
+        is dropped, and would flicker there; colors carried from a keyframe are steady
+        already and stay exact (``reached``).
+        """
+        if self.stream.smoother is None:
+            return labs
+        self.stream.smoother.reset()
+        smoothed = self.stream.smoother.process_batch(
+            np.stack(self.grays[start:end]), np.stack(labs)
+        )
+        if reached is None:
+            return list(smoothed)
+        pairs = zip(labs, smoothed, reached, strict=True)
+        return [np.where(mask[..., None], lab, smooth) for lab, smooth, mask in pairs]
 
     def _work_lab(self, rgb: np.ndarray) -> np.ndarray:
         small = resize_to_work(rgb, self.work_size)

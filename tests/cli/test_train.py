@@ -25,6 +25,7 @@ from celpaint.io.frames import list_images, read_image, temporary_path
 from celpaint.models.checkpoint import load_model
 from celpaint.training.rundir import LOCK_NAME, STATE_NAME, load_train_state
 from tests.conftest import make_clip
+from tests.helpers import Killed, die_at
 
 TINY = ["--depth", "3", "--base-channels", "4", "--max-channels", "8", "--disc-channels", "4",
         "--crop", "24", "--work-size", "64", "--batch-size", "2", "--workers", "0",
@@ -267,42 +268,21 @@ def test_out_may_not_be_in_or_around_the_data(pairs, tmp_path, capfd, where):
     assert _tree(data) == before and not (data / "sketch" / "run").exists()
 
 
-class _Killed(BaseException):
-    """The process dies here: no handler for ``Exception`` sees it."""
-
-
-def _die_at(monkeypatch, k: int) -> list[str]:
-    """From the ``k``-th rename or tree removal on, each one fails as if the process had been
-    killed there (so clean-up code cannot repair anything either). Returns the calls made."""
-    calls: list[str] = []
-    for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree")):
-        original = getattr(module, name)
-
-        def patched(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            if len(calls) >= k:
-                raise _Killed(f"killed at {_name}, call {len(calls)}")
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, patched)
-    return calls
-
-
 @pytest.mark.slow  # ~30 short runs: ~30-60 s
 def test_a_run_killed_at_any_rename_loads_and_resumes_with_every_step_logged(
     pairs, tmp_path, monkeypatch, capfd
 ):
     args = ["--save-every", "1"]  # 2 steps: a periodic checkpoint, then the epoch's
     with monkeypatch.context() as patch:
-        calls = _die_at(patch, 10**9)
+        calls = die_at(patch, 10**9)
         assert main(_train(tmp_path / "dry", pairs, *args)) == 0
     total = len(calls)
     assert total >= 10
     for k in range(1, total + 1):
         run = tmp_path / f"run{k}"
         with monkeypatch.context() as patch:
-            _die_at(patch, k)
-            with pytest.raises(_Killed):
+            die_at(patch, k)
+            with pytest.raises(Killed):
                 main(_train(run, pairs, *args))
         if (run / "generator").exists() or (run / ".generator.previous").exists():
             load_model(run)  # a checkpoint, once there was one, is there at every instant

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from celpaint.training.loop import (
     load_train_state,
     save_train_state,
 )
+from tests.helpers import Killed, die_at
 
 TINY = TrainConfig(depth=3, base_channels=4, max_channels=8, disc_base_channels=4)
 
@@ -223,28 +223,6 @@ def test_a_format_1_config_without_the_newer_fields_loads(tmp_path):
         load_model(directory)
 
 
-class _Killed(BaseException):
-    """The process dies here: no ``except Exception`` handler sees it."""
-
-
-def _die_at(monkeypatch, k: int) -> list[str]:
-    """From the ``k``-th call on, every rename and tree removal fails as if the process had
-    been killed at that call (so clean-up handlers cannot repair anything either). Returns
-    the names of the calls made."""
-    calls: list[str] = []
-    for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree")):
-        original = getattr(module, name)
-
-        def patched(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            if len(calls) >= k:
-                raise _Killed(f"killed at {_name} (call {len(calls)})")
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, patched)
-    return calls
-
-
 def _output(model: torch.nn.Module) -> torch.Tensor:
     torch.manual_seed(5)
     with torch.no_grad():
@@ -260,7 +238,7 @@ def test_a_kill_at_any_step_of_a_save_leaves_a_loadable_checkpoint(tmp_path, mon
     # How many renames and removals replacing a checkpoint takes, counted on a dry run.
     save_model(old, tmp_path / "dry" / "generator", config)
     with monkeypatch.context() as patch:
-        counted = _die_at(patch, 10**9)
+        counted = die_at(patch, 10**9)
         save_model(new, tmp_path / "dry" / "generator", config)
     steps = len(counted)
     assert steps >= 3  # old aside, new in place, old removed
@@ -269,10 +247,10 @@ def test_a_kill_at_any_step_of_a_save_leaves_a_loadable_checkpoint(tmp_path, mon
         run = tmp_path / f"run{k}"
         save_model(old, run / "generator", config)
         with monkeypatch.context() as patch:
-            calls = _die_at(patch, k)
+            calls = die_at(patch, k)
             try:
                 save_model(new, run / "generator", config)
-            except _Killed:
+            except Killed:
                 assert k <= steps
             assert len(calls) >= min(k, steps)
         # Every state in between: the run (and its generator/ path) loads the old or the new.
