@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -91,3 +93,14 @@ def die_at(monkeypatch, k: int) -> list[str]:
 
         monkeypatch.setattr(module, name, patched)
     return calls
+
+
+def load_script(name: str):
+    """Import ``scripts/NAME.py`` (a script, not a package module) as the module ``NAME``."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running: dataclasses look their module up while the class is built.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

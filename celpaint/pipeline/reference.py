@@ -31,9 +31,8 @@ from celpaint.errors import InputError
 from celpaint.io.frames import MAX_PIXELS, check_pixels, image_size, list_images, read_image
 from celpaint.io.sources import SourceInfo
 from celpaint.ops.carry import CarryParams, carry_shot, lightness_palette, palette_fill
-from celpaint.ops.flow import FlowEstimator, prepare_guide, scene_change_score
 from celpaint.ops.geometry import resize_to_work
-from celpaint.ops.temporal import TemporalParams
+from celpaint.ops.temporal import TemporalParams, TemporalSmoother
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 from celpaint.pipeline.engine import NamedStage
 
@@ -164,7 +163,6 @@ class KeyframeColorizer:
         self.work_size = colorizer.work_size
         self.references = references
         self.params = params or CarryParams()
-        self.scene_threshold = (options.temporal or TemporalParams()).scene_threshold
         self.index_of: dict[str, int] = {}
         self.grays: list[np.ndarray] = []
         self.labs: list[np.ndarray] = []
@@ -230,16 +228,10 @@ class KeyframeColorizer:
         return color_array.rgb_to_lab(np.ascontiguousarray(small))
 
     def _shots(self) -> list[tuple[int, int]]:
-        """``(start, end)`` of every shot: cuts where the scene-change score of the input
-        frames reaches the smoothing's scene threshold."""
-        flow = FlowEstimator("fast")
-        guides = [prepare_guide(gray, "blur") for gray in self.grays]
-        cuts = [0]
-        for index in range(1, len(guides)):
-            motion = flow.estimate(guides[index], guides[index - 1])
-            if scene_change_score(guides[index], guides[index - 1], motion) >= self.scene_threshold:
-                cuts.append(index)
-        cuts.append(len(guides))
+        """``(start, end)`` of every shot, cut where the smoothing would cut
+        (``TemporalSmoother.scene_cuts``; its default settings with ``--no-temporal``)."""
+        smoother = self.stream.smoother or TemporalSmoother(TemporalParams())
+        cuts = [0, *smoother.scene_cuts(np.stack(self.grays)), len(self.grays)]
         return list(zip(cuts[:-1], cuts[1:], strict=True))
 
     def render_stage(self) -> NamedStage:

@@ -464,3 +464,14 @@ def test_bad_temporal_options_are_refused_before_anything_is_written(tmp_path, s
     with pytest.raises(InputError):
         Colorizer(colorizer.model, colorizer.config, device="cpu", work_size=8)
     assert not (tmp_path / "out").exists()
+
+
+def test_scene_cuts_are_where_the_smoothing_cuts():
+    grays_a, _ = make_clip(6, scene=0)
+    grays_b, _ = make_clip(5, scene=1)
+    grays = np.stack(grays_a + grays_b)
+    smoother = TemporalSmoother()
+    assert smoother.scene_cuts(grays) == [len(grays_a)]
+    smoother.process_batch(grays, np.zeros((*grays.shape, 3), np.float32))
+    assert smoother.last_cut is False  # unchanged by scene_cuts, and the clip ends mid-shot
+    assert TemporalSmoother().scene_cuts(grays[:1]) == []

@@ -1,6 +1,5 @@
 """scripts/build_dataset.py on a tiny generated folder of clip-art-like images."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,18 +10,12 @@ import pytest
 
 from celpaint.io.frames import read_image
 from celpaint.ops.lineart import xdog
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_dataset.py"
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def build_dataset():
-    spec = importlib.util.spec_from_file_location("build_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running: dataclasses look their module up while the class is built.
-    sys.modules["build_dataset"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script("build_dataset")
     sys.modules.pop("build_dataset", None)
 
 

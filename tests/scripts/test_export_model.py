@@ -1,28 +1,20 @@
 """scripts/export_model.py: the chroma-scale rule, its measurement, and a scale-only update."""
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from celpaint.models.checkpoint import load_model
 from tests.conftest import make_checkpoint
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export_model.py"
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def export_model():
-    spec = importlib.util.spec_from_file_location("export_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running: dataclasses look their module up while the class is built.
-    sys.modules["export_model"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script("export_model")
     sys.modules.pop("export_model", None)
 
 
