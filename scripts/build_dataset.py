@@ -770,6 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma", type=float, default=DEFAULT_PARAMS.sigma, help="line-art blur (line width)"
     )
     parser.add_argument(
+        "--line-variety",
+        action="store_true",
+        help="vary the line art per frame (width, crispness, thresholded, thickened, broken "
+        "lines, scan grain; see varied_line_art) instead of one XDoG setting",
+    )
+    parser.add_argument(
         "--scan-cache",
         type=Path,
         default=None,
@@ -781,12 +787,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def varied_line_art(frame: np.ndarray, params: LineArtParams, rng: np.random.Generator):
+    """Line art of ``frame`` as different tools and hands draw it: XDoG with a random line
+    width, crispness and (sometimes) a hard threshold, then perhaps thickened, broken in places,
+    or given a scan's paper grain and softness. Returns the uint8 ``(H, W)`` line art and the
+    choices made (for the manifest)."""
+    choice: dict = {
+        "sigma": round(float(rng.uniform(0.5, 1.6)), 2),
+        "phi": round(float(rng.uniform(60, 220)), 1),
+    }
+    if rng.random() < 0.3:
+        choice["threshold"] = round(float(rng.uniform(0.45, 0.8)), 2)
+    lines = xdog(frame, params, **choice)
+    if rng.random() < 0.25:
+        choice["thicken"] = 1
+        lines = cv2.erode(lines, np.ones((2, 2), np.uint8))
+    if rng.random() < 0.35:
+        # Gaps in the lines, as in quick pencil work or a lossy extractor: small disks of
+        # paper over a few percent of the line pixels.
+        ys, xs = np.nonzero(lines < 128)
+        gaps = int(len(ys) * rng.uniform(0.002, 0.01))
+        choice["gaps"] = gaps
+        for i in rng.choice(len(ys), size=min(gaps, len(ys)), replace=False):
+            cv2.circle(lines, (int(xs[i]), int(ys[i])), int(rng.integers(1, 3)), 255, -1)
+    if rng.random() < 0.2:
+        choice["scan"] = True
+        grain = rng.normal(0, rng.uniform(2, 8), lines.shape)
+        paper = cv2.GaussianBlur(lines.astype(np.float32), (3, 3), rng.uniform(0.3, 0.9))
+        lines = np.clip(paper * rng.uniform(0.9, 1.0) + grain, 0, 255).astype(np.uint8)
+    return lines, choice
+
+
 def _render(task) -> tuple[str, dict]:
-    seed, index, root, pools, width, height, params, out = task
+    seed, index, root, pools, width, height, params, out, variety = task
     frame, record = compose_frame(seed, index, root, pools, width, height)
     write_image(out / "color" / f"{record.name}.png", frame)
-    write_image(out / "sketch" / f"{record.name}.png", xdog(frame, params))
-    return record.name, {"background": record.background, "objects": record.objects}
+    result = {"background": record.background, "objects": record.objects}
+    if variety:
+        rng = np.random.default_rng([seed, index, 7])
+        lines, result["line_art"] = varied_line_art(frame, params, rng)
+    else:
+        lines = xdog(frame, params)
+    write_image(out / "sketch" / f"{record.name}.png", lines)
+    return record.name, result
 
 
 def build(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -845,7 +888,8 @@ def build(args: argparse.Namespace, argv: list[str]) -> dict:
     (out / "color").mkdir(parents=True, exist_ok=True)
     (out / "sketch").mkdir(parents=True, exist_ok=True)
     tasks = [
-        (args.seed, index, base, pools, width, height, params, out) for index in range(args.count)
+        (args.seed, index, base, pools, width, height, params, out, args.line_variety)
+        for index in range(args.count)
     ]
     frames: dict[str, dict] = {}
     if args.workers > 1:

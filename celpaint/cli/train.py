@@ -357,6 +357,16 @@ def train_command(
             rich_help_panel=_NETWORKS,
         ),
     ] = TrainConfig.init,
+    size_multiple: Annotated[
+        int | None,
+        typer.Option(
+            help="Train the model to take frame sizes that are multiples of N (a power of two "
+            "dividing --crop; default 2**depth): each step uses a crop of a random size, so "
+            "that 16:9 frames run at their own shape instead of padded.",
+            rich_help_panel=_NETWORKS,
+            show_default=False,
+        ),
+    ] = TrainConfig.size_multiple,
     device: Device = TrainConfig.device,
     amp: Annotated[
         str, typer.Option(help="Mixed precision: auto (on CUDA), on or off.", rich_help_panel=_RUN)
@@ -406,6 +416,7 @@ def train_command(
         decay_start=decay_start, seed=seed, pixel_loss=pixel_loss, pixel_weight=pixel_weight,
         depth=depth, base_channels=base_channels, max_channels=max_channels, norm=norm,
         dropout=dropout, disc_base_channels=disc_channels, disc_layers=disc_layers, init=init,
+        size_multiple=size_multiple,
         device=device, amp=amp, workers=workers, threads=threads, save_every=save_every,
         samples=samples, val_limit=val_limit, resume=resume, overwrite=overwrite, ffmpeg=ffmpeg,
     )  # fmt: skip

@@ -416,12 +416,6 @@ def _check_shapes(
             f"{weights} does not match the architecture in config.json: {'; '.join(problems)}. "
             "Use the config.json saved with these weights, or re-export the model"
         )
-    multiple = getattr(skeleton, "size_multiple", None)
-    if isinstance(multiple, int) and config.size_multiple % multiple:
-        raise CheckpointError(
-            f"{weights.parent / CONFIG_NAME} says size_multiple {config.size_multiple}, but its "
-            f"network needs multiples of {multiple}; set size_multiple to {multiple}"
-        )
 
 
 def _names(names: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from celpaint.models.layers import NormKind, norm_layer
@@ -42,8 +43,14 @@ class _Up(nn.Module):
 class UNetGenerator(nn.Module):
     """Encoder-decoder with skip connections between mirrored levels.
 
-    Each level halves the resolution, so inputs must have height and width divisible by
-    ``size_multiple == 2 ** depth``.
+    Each level halves the resolution. Inputs of any size are accepted: a level whose input has
+    an odd height or width first repeats its last row or column (replicate padding), and the
+    decoder crops each upsampled map back to its skip's size, so the output has the input's
+    size. Sizes that are multiples of ``exact_multiple == 2 ** depth`` involve no padding; other
+    sizes pad at most one row and column per level, i.e. only in the deep, low-resolution
+    levels for sizes that are multiples of a small power of two. A model trained on whole
+    crops of ``exact_multiple`` sizes has never seen those padded borders; which multiple a
+    trained model is fed is its checkpoint's ``size_multiple`` (``ModelConfig``).
 
     Args:
         in_channels: channels of the input (1 for line art or L*).
@@ -59,8 +66,7 @@ class UNetGenerator(nn.Module):
         ``(B, in_channels, H, W)`` in ``[-1, 1]`` -> ``(B, out_channels, H, W)`` in ``[-1, 1]``.
 
     Raises:
-        ValueError: ``depth < 2`` or an unknown ``norm`` (on construction); an input whose
-            height or width is not a multiple of ``size_multiple`` (in ``forward``).
+        ValueError: ``depth < 2`` or an unknown ``norm`` (on construction).
     """
 
     def __init__(
@@ -79,7 +85,9 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"depth must be at least 2, got {depth}")
         if norm not in ("batch", "instance", "none"):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
-        self.size_multiple = 2**depth
+        self.exact_multiple = 2**depth
+        # Inputs of any size work (see above): the network itself needs no multiple.
+        self.size_multiple = 1
 
         widths = [min(base_channels * 2**i, max_channels) for i in range(depth)]
         self.down = nn.ModuleList()
@@ -108,16 +116,22 @@ class UNetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
-                f"input height and width must be multiples of {self.size_multiple}, "
-                f"got {height}x{width}; pad the input first"
-            )
         skips = []
         for layer in self.down:
-            x = layer(x)
+            x = layer(_even(x))
             skips.append(x)
         x = skips.pop()
         for layer in self.up:
-            x = torch.cat([layer(x), skips.pop()], dim=1)
-        return self.final(x)
+            skip = skips.pop()
+            x = torch.cat([layer(x)[..., : skip.shape[-2], : skip.shape[-1]], skip], dim=1)
+        return self.final(x)[..., :height, :width]
+
+
+def _even(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with its last row and/or column repeated where its height or width is odd."""
+    height, width = x.shape[-2:]
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if not tracing and height % 2 == 0 and width % 2 == 0:
+        return x
+    # When traced (ONNX export, torch.compile) the amounts stay computed from the shape.
+    return F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")

@@ -22,6 +22,7 @@ ARCH_FIELDS = (
     "disc_base_channels",
     "disc_layers",
     "init",
+    "size_multiple",
 )
 # Options that change the schedule: --resume continues the one the run started with.
 SCHEDULE_FIELDS = (
@@ -72,6 +73,13 @@ class TrainConfig:
     70x70 receptive field). ``init`` starts the generator from a shipped model name or a
     checkpoint / run directory, whose architecture then replaces the generator options.
 
+    ``size_multiple`` (a power of two dividing ``crop``; None: ``2 ** depth``, or ``init``'s) is
+    the multiple of the frame sizes the trained model is fed, saved in its checkpoint: sizes
+    that are not multiples of ``2 ** depth`` go through the U-Net's per-level border padding
+    (``celpaint.models.unet``), so with a smaller multiple each step trains on a random crop of
+    a random size (multiples of ``size_multiple``, half to all of ``crop`` on each side) and the
+    model learns those borders; ``colorize`` then feeds 16:9 frames at their own shape.
+
     ``pixel_loss`` / ``pixel_weight`` override the recipe's pixel loss (None: the recipe's, see
     ``celpaint.training.losses``).
 
@@ -115,6 +123,7 @@ class TrainConfig:
     pixel_loss: str | None = None
     pixel_weight: float | None = None
     init: str | None = None
+    size_multiple: int | None = None
     device: str = "auto"
     amp: str = "auto"
     workers: int = 2
@@ -179,6 +188,10 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise InputError("--resume continues the run in --out and --overwrite replaces it; "
                              "pass one of them")  # fmt: skip
+        multiple = self.size_multiple
+        if multiple is not None and (multiple & (multiple - 1) or self.crop % multiple):
+            raise InputError(f"--size-multiple must be a power of two that divides --crop "
+                             f"{self.crop}, got {multiple}")  # fmt: skip
         if self.norm not in ("batch", "instance", "none"):
             raise InputError(f"--norm must be batch, instance or none, got {self.norm!r}")
 
@@ -204,6 +217,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "save_every": (0, _NO_LIMIT),
     "samples": (0, _NO_LIMIT),
     "val_limit": (0, _NO_LIMIT),
+    "size_multiple": (1, 4096),
 }
 # (low, high, whether high itself is excluded)
 _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -216,7 +230,7 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "pixel_weight": (0.0, math.inf, False),
 }
 # Numeric options whose None means "the default behaviour".
-_OPTIONAL = ("threads", "pixel_weight")
+_OPTIONAL = ("threads", "pixel_weight", "size_multiple")
 # TrainConfig fields whose command-line option has another name.
 _OPTION_NAMES = {"disc_base_channels": "--disc-channels", "cache": "--no-cache"}
 

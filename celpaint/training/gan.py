@@ -67,6 +67,26 @@ class TrainBatch:
     prediction: torch.Tensor | None = None
 
 
+def _random_shape(
+    batch: dict[str, torch.Tensor], multiple: int, smallest: int = 1
+) -> dict[str, torch.Tensor]:
+    """The same random window of every tensor of a loader batch: height and width each drawn
+    from the multiples of ``multiple`` between half (at least ``smallest``) and all of the
+    batch's, at a random place (``random``'s state is the run's, saved in its checkpoints)."""
+    height, width = batch["rgb"].shape[-2:]
+
+    def side(size: int) -> tuple[int, int]:
+        least = max(size // 2, smallest, multiple)
+        choices = range(-(-least // multiple) * multiple, size + 1, multiple) or [size]
+        length = random.choice(choices)
+        return random.randint(0, size - length), length
+
+    (top, rows), (left, cols) = side(height), side(width)
+    return {
+        name: tensor[..., top : top + rows, left : left + cols] for name, tensor in batch.items()
+    }
+
+
 class Trainer:
     """The two networks, their optimizers and schedulers, and one GAN step.
 
@@ -137,6 +157,10 @@ class Trainer:
         ``"line_art"`` ``(B, 1, h, w)``) -> normalised network tensors on the device."""
         if isinstance(batch, TrainBatch):
             return batch
+        if self.config.size_multiple is not None:
+            # The discriminator needs crops of at least 3 * 2**layers (see training.loop).
+            smallest = 3 * 2**self.config.disc_layers
+            batch = _random_shape(batch, self.config.size_multiple, smallest)
         non_blocking = self.device.type == "cuda"
         rgb = batch["rgb"].to(self.device, non_blocking=non_blocking).float().div_(255.0)
         # The network sees the line art where the loader gives it, else the color frame's L*.

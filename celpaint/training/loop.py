@@ -245,6 +245,8 @@ def _generator(
         generator = registry.build(arch, **arch_args)
         size_multiple = 2**config.depth
         init_weights(generator)
+    if config.size_multiple is not None:
+        size_multiple = config.size_multiple
     task = config.task
     gen_config = ModelConfig(
         arch=arch, arch_args=arch_args, input_kind=task.input_kind, output=task.output,

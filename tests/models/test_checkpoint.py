@@ -332,8 +332,10 @@ def test_size_multiple_must_be_a_positive_whole_number(tmp_path, value):
         load_model(directory)
 
 
-def test_size_multiple_must_fit_the_network(tmp_path):
+def test_a_size_multiple_below_two_to_the_depth_feeds_frames_unpadded(tmp_path):
     directory = _tiny_checkpoint(tmp_path / "g")
-    _edit_config(directory, size_multiple=4)  # depth 3 needs multiples of 8
-    with pytest.raises(CheckpointError, match="set size_multiple to 8"):
-        load_model(directory)
+    _edit_config(directory, size_multiple=4)  # depth 3: the U-Net pads its deep levels
+    model, config = load_model(directory)
+    assert config.size_multiple == 4
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 20, 12)).shape[-2:] == (20, 12)

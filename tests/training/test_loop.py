@@ -100,6 +100,43 @@ def test_train_writes_the_run_directory(pairs, tmp_path):
     assert not list(out.glob(".*"))  # no temporary files left
 
 
+def test_a_smaller_size_multiple_trains_on_crops_of_varied_sizes(pairs, tmp_path, monkeypatch):
+    seen = []
+    step = gan.Trainer.d_step
+
+    def spy(self, batch):
+        seen.append(tuple(batch.source.shape[-2:]))
+        return step(self, batch)
+
+    monkeypatch.setattr(gan.Trainer, "d_step", spy)
+    out = tmp_path / "run"
+    config = tiny_config(pairs, out, size_multiple=4, crop=48, epochs=4)
+    assert train(config, Recorder()).step == 8
+    # Half the crop is 24, also the smallest crop the 3-layer discriminator takes.
+    assert all(24 <= h <= 48 and 24 <= w <= 48 for h, w in seen)
+    assert all(h % 4 == 0 and w % 4 == 0 for h, w in seen)
+    # Sizes that are not multiples of 2**depth = 8: the U-Net pads its deep levels.
+    assert len(set(seen)) > 1 and any(h % 8 or w % 8 for h, w in seen)
+    assert load_model(out / "generator")[1].size_multiple == 4
+
+
+def test_random_shape_cuts_one_window_from_every_tensor():
+    torch.manual_seed(0)
+    rgb = torch.arange(2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
+    batch = {"rgb": rgb, "line_art": rgb[:, :1] * 7}
+    for _ in range(20):
+        cut = gan._random_shape(batch, 8)
+        h, w = cut["rgb"].shape[-2:]
+        assert h in (16, 24, 32) and w in (16, 24, 32)
+        assert torch.equal(cut["line_art"], cut["rgb"][:, :1] * 7)
+
+
+@pytest.mark.parametrize("value", [3, 12, 512])
+def test_size_multiple_must_be_a_power_of_two_dividing_the_crop(value):
+    with pytest.raises(InputError, match="--size-multiple"):
+        TrainConfig(crop=256, size_multiple=value).check()
+
+
 def test_lab_run_on_color_frames_alone(pairs, tmp_path):
     out = tmp_path / "lab"
     config = tiny_config(pairs, out, model="lab", sketch=None, epochs=1)
