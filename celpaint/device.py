@@ -1,10 +1,13 @@
-"""Device and precision choice, the cores this process may use, and thread-count contexts."""
+"""Device and precision choice, the cores this process may use, thread-count contexts, and this
+process's place in a run that ``torchrun`` started (``Dist``)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -75,11 +78,21 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may run on: its affinity, shared evenly among the processes
+    ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``), at least one."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // local_world_size())
+
+
+def local_world_size() -> int:
+    """How many processes of this run ``torchrun`` started on this machine (1 without it)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 @contextlib.contextmanager
@@ -109,3 +122,101 @@ def opencv_threads(threads: int | None):
     cores it cost about 5 ms of CPU per frame (a quarter of the smoothing stage) for no speed.
     """
     return thread_count(threads, cv2.getNumThreads, cv2.setNumThreads)
+
+
+@dataclass
+class Dist:
+    """This process's place in the run: ``rank`` of ``world_size`` processes (one when not
+    distributed); ``owns_group``: the run initialised the process group and destroys it."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every process if ``flag`` is True on any (so all stop at the same step)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return bool(tensor.item() > 0)
+
+    def gather(self, value) -> list:
+        """Every process's ``value`` (picklable), in rank order, on every process."""
+        if not self.enabled:
+            return [value]
+        values: list = [None] * self.world_size
+        torch.distributed.all_gather_object(values, value)
+        return values
+
+    def gather_errors(self, error: BaseException | None) -> list[tuple[int, str]]:
+        """``(rank, message)`` of every process whose preparation failed."""
+        messages = self.gather(None if error is None else str(error))
+        return [(rank, m) for rank, m in enumerate(messages) if m is not None]
+
+    def close(self) -> None:
+        """Leave the process group if this run initialised it."""
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def world_size() -> int:
+    """How many processes ``torchrun`` started for this run (``WORLD_SIZE``; 1 without it)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def rank_device(device_text: str) -> str:
+    """``--device`` for this process of a ``torchrun`` run: its own GPU (``cuda:LOCAL_RANK``)
+    for ``cuda``, ``cuda:N`` and ``auto`` where CUDA is available, else the CPU. Unchanged
+    outside ``torchrun``."""
+    if world_size() <= 1:
+        return device_text
+    if device_text.startswith("cuda") or (device_text == "auto" and torch.cuda.is_available()):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def distributed_setup(
+    device_text: str, backend: str | None = None, timeout: datetime.timedelta | None = None
+) -> tuple[Dist, str]:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    and its rendezvous for several machines) if there is one; returns this process's ``Dist``
+    and its device (``cuda:LOCAL_RANK``, or cpu).
+
+    Args:
+        device_text: ``--device``; ``auto`` and ``cuda`` become this process's own GPU.
+        backend: the process group's backend; None: nccl on CUDA, gloo on the CPU.
+        timeout: how long a collective waits for the slowest process (torch's default if None).
+    """
+    size = world_size()
+    if size <= 1:
+        return Dist(), device_text
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device_text = rank_device(device_text)
+    use_cuda = device_text.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    owns = False
+    if not torch.distributed.is_initialized():
+        backend = backend or ("nccl" if use_cuda else "gloo")
+        options = {"timeout": timeout} if timeout is not None else {}
+        torch.distributed.init_process_group(backend=backend, **options)
+        owns = True
+    return Dist(rank, size, local_rank, owns), device_text

@@ -68,9 +68,10 @@ def _configure_logging(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from celpaint.cli import colorize, lineart, media
+    from celpaint.cli import colorize, join, lineart, media
 
     app.command("colorize", no_args_is_help=True)(colorize.colorize_command)
+    app.command("join", no_args_is_help=True)(join.join_command)
     app.command("extract", no_args_is_help=True)(media.extract_command)
     app.command("assemble", no_args_is_help=True)(media.assemble_command)
     app.command("info")(media.info_command)

@@ -123,6 +123,26 @@ def colorize_command(
         ),
     ] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: color only part I of N of the one clip into -o (a video to 'celpaint "
+            "join', or a folder the parts share), for render farms and job arrays. Under "
+            "torchrun the processes split the work by themselves.",
+            show_default=False,
+        ),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            "--warm-up",
+            min=0,
+            show_default=False,
+            help="With --shard or torchrun: frames colored before each part, and not written, "
+            "so that its smoothing starts as in one run [default: 32].",
+        ),
+    ] = None,
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
@@ -135,8 +155,12 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
+    from celpaint.device import rank_device, world_size
+    from celpaint.pipeline import shard as sharding
     from celpaint.pipeline.api import colorize
     from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
+
+    part = _shard(shard, inputs, output, references, distributed=world_size() > 1)
 
     encode = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
@@ -152,19 +176,57 @@ def colorize_command(
     options = ColorizeOptions(temporal=params if temporal else None, flat_fill=flat_fill)
     colorizer = Colorizer.from_pretrained(
         model,
-        device=device,
+        device=rank_device(device),
         precision=precision,
         work_size=work_size,
         batch_size=_batch_size(batch_size),
         compile=compile,
         saturation=saturation,
     )
+    warmup = sharding.DEFAULT_WARMUP if warmup is None else warmup
+    limit = max_pixels(pixel_limit)
     with RichProgress(quiet=quiet) as progress:
-        colorize(
-            inputs, output, colorizer, options, progress, encode=encode,
-            max_pixels=max_pixels(pixel_limit), references=references or (),
-            adapt_steps=adapt_steps,
-        )  # fmt: skip
+        if part is not None:
+            sharding.colorize_part(
+                inputs[0], output, part, colorizer, options, progress, encode, limit, warmup
+            )
+        elif world_size() > 1:
+            sharding.colorize_distributed(
+                inputs, output, colorizer, options, progress, encode, limit, warmup
+            )
+        else:
+            colorize(
+                inputs, output, colorizer, options, progress, encode=encode, max_pixels=limit,
+                references=references or (), adapt_steps=adapt_steps,
+            )  # fmt: skip
+
+
+def _shard(
+    text: str | None,
+    inputs: list[Path],
+    output: Path | None,
+    references: list[str] | None,
+    distributed: bool,
+):
+    """The ``--shard`` part (None without it); refuses what cannot be split, before any work."""
+    from celpaint.pipeline.shard import Shard
+
+    part = Shard.parse(text) if text is not None else None
+    if part is not None and distributed:
+        raise InputError("--shard and torchrun both split the work: use one of them")
+    if (part is not None or distributed) and references:
+        raise InputError(
+            "--reference carries colors through a whole clip in one process: it cannot be "
+            "combined with --shard or torchrun"
+        )
+    if part is not None and len(inputs) != 1:
+        raise InputError(f"--shard colors a part of one clip, but {len(inputs)} inputs were given")
+    if part is not None and output is None:
+        raise InputError(
+            "--shard needs -o: a video per part (joined by 'celpaint join'), or one folder "
+            "that all the parts fill"
+        )
+    return part
 
 
 def _batch_size(text: str) -> int | None:

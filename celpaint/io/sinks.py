@@ -235,6 +235,7 @@ def open_sink(
     info: SourceInfo,
     options: EncodeOptions,
     planned: FileStamp | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Sink:
     """The sink writing ``output`` (of ``kind``) for a source described by ``info``.
 
@@ -247,6 +248,7 @@ def open_sink(
         planned: the file at ``output`` when the work was planned; with ``options.overwrite``
             that version, and only that, is replaced. A video or image output never replaces
             anything else, such as a file another program created there meanwhile.
+        metadata: container tags of a video output (``VideoWriter``).
     """
     if kind == "folder":
         remove_stale_temporaries(output)
@@ -278,5 +280,6 @@ def open_sink(
         lossless=options.lossless,
         preset=options.preset,
         replace=replace,
+        metadata=metadata,
     )
     return VideoSink(writer)

@@ -40,6 +40,8 @@ class SourceInfo:
         paths: the image files of a folder (in natural order) or the image itself; the frames
             are read from exactly these. Empty for a video.
         media: the probe result of a video (audio streams and so on), else None.
+        first: the index in the whole clip of frame 0 of this source: a part of a clip
+            (``pipeline/shard.py``) names its frames as the whole clip does.
     """
 
     path: Path
@@ -50,10 +52,12 @@ class SourceInfo:
     fps: Fraction | None = None
     paths: list[Path] = field(default_factory=list)
     media: MediaInfo | None = None
+    first: int = 0
 
     def name(self, index: int) -> str:
-        """Output stem of the ``index``-th (0-based) frame: its file's stem, or
+        """Output stem of the ``index``-th (0-based, from ``first``) frame: its file's stem, or
         ``frame_000001``... for the frames of a video."""
+        index += self.first
         return self.paths[index].stem if index < len(self.paths) else frame_name(index)
 
     def files(self) -> list[Path]:
@@ -80,15 +84,16 @@ class Source:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Yield every frame as uint8 RGB ``(height, width, 3)``, in order."""
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Yield every frame as uint8 RGB ``(height, width, 3)``, in order; or those of index
+        ``start`` (0-based) up to ``stop`` (excluded), counted, as ``VideoReader`` does."""
         info = self.info
         if info.kind == "video":
-            self._reader = VideoReader(info.path, self._ffmpeg, info=info.media)
+            self._reader = VideoReader(info.path, self._ffmpeg, info.media, start, stop)
             yield from self._reader
             return
         transparent = 0
-        for path in info.paths:
+        for path in info.paths[start:stop]:
             frame, had_alpha = decode_image(path)
             if had_alpha and not transparent:
                 log.warning("%s has transparency: composited on white", path.name)

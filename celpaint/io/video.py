@@ -80,17 +80,29 @@ class VideoReader:
         path: the clip.
         ffmpeg: ffmpeg binary (see ``find_ffmpeg``).
         info: a ``MediaInfo`` already probed, to skip probing again.
+        start, stop: read only the frames of index ``start`` (0-based, presentation order)
+            up to ``stop`` (excluded; None: to the end). Frames are counted, never found by
+            timestamp: ffmpeg decodes the frames before ``start`` and drops them before any
+            conversion to RGB.
 
     Iterating yields uint8 arrays ``(height, width, 3)``, RGB, in presentation order; every
     decoded frame is passed through once (no frames dropped or duplicated for timing).
     """
 
     def __init__(
-        self, path: str | os.PathLike, ffmpeg: str | None = None, info: MediaInfo | None = None
+        self,
+        path: str | os.PathLike,
+        ffmpeg: str | None = None,
+        info: MediaInfo | None = None,
+        start: int = 0,
+        stop: int | None = None,
     ):
+        if start < 0 or (stop is not None and stop <= start):
+            raise ValueError(f"not a frame range: {start}..{stop}")
         self.path = Path(path)
         self.ffmpeg = find_ffmpeg(ffmpeg)
         self.info = info or probe(self.path, self.ffmpeg)
+        self.start, self.stop = start, stop
         self.frames_read = 0
         self._process: subprocess.Popen | None = None
         self._stderr: _StderrTail | None = None
@@ -109,6 +121,7 @@ class VideoReader:
             "-i", str(self.path.absolute()),
             "-map", "0:v:0", "-an", "-sn", "-dn",
             "-fps_mode", "passthrough",
+            *self._range_args(),
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
         ]  # fmt: skip
         try:
@@ -140,7 +153,8 @@ class VideoReader:
             raise InputError(f"{self.path} could not be decoded ({errors or 'ffmpeg failed'})")
         if self.frames_read == 0:
             raise InputError(f"{self.path} has no video frames")
-        if returncode != 0 or (errors and self.frames_read < self.info.frame_count):
+        expected = min(self.stop or self.info.frame_count, self.info.frame_count) - self.start
+        if returncode != 0 or (errors and self.frames_read < expected):
             log.warning(
                 "%s: decoded %d of %d frames; the file looks corrupt or truncated (%s)",
                 self.path.name,
@@ -148,6 +162,14 @@ class VideoReader:
                 self.info.frame_count,
                 errors or "ffmpeg failed",
             )
+
+    def _range_args(self) -> list[str]:
+        """ffmpeg's output options that keep frames ``start``..``stop`` only: ``select`` counts
+        the decoded frames (``n``), ``-frames:v`` ends the decoding after the last one."""
+        args = ["-vf", f"select=gte(n\\,{self.start})"] if self.start else []
+        if self.stop is not None:
+            args += ["-frames:v", str(self.stop - self.start)]
+        return args
 
     def close(self) -> None:
         if self._process is not None:
@@ -257,6 +279,7 @@ class VideoWriter:
         replace: what the finished video may replace at ``path``: anything (True), nothing
             (False: a file there makes ``close`` keep the video beside it and raise
             ``ProcessingError``) or only the file version of a ``FileStamp``.
+        metadata: container-level tags to write (``-metadata KEY=VALUE``), e.g. ``comment``.
     """
 
     def __init__(
@@ -271,6 +294,7 @@ class VideoWriter:
         lossless: bool = False,
         preset: str = "medium",
         replace: bool | FileStamp = True,
+        metadata: dict[str, str] | None = None,
     ):
         self.path = Path(path)
         self.replace = replace
@@ -299,6 +323,8 @@ class VideoWriter:
         if audio_args:
             command += ["-i", str(audio_from.path.absolute())]
         command += ["-map", "0:v:0", *audio_args, *codec_args]
+        for key, value in (metadata or {}).items():
+            command += ["-metadata", f"{key}={value}"]
         # Absolute paths: a name starting with "-" must not read as an ffmpeg option.
         command += ["-f", _MUXERS[suffix], str(self._temp.absolute())]
         self._command = command

@@ -77,14 +77,27 @@ def colorize(
         for job in jobs:
             job.source.close()
         raise
-    single = dataclasses.replace(options, temporal=None)
-    workers, threads = generator_workers(colorizer)
     if keyframes:
+        workers, threads = generator_workers(colorizer)
         with opencv_threads(1 if colorizer.device.type == "cpu" else None), torch_threads(threads):
             if adapt_steps:
                 adapt(colorizer, _keyframe_pairs(jobs[0], keyframes), adapt_steps)
             return [_colorize_from_keyframes(jobs[0], colorizer, options, keyframes, carry,
                                              progress or Progress(), workers)]  # fmt: skip
+
+    return colorize_jobs(jobs, colorizer, options, progress)
+
+
+def colorize_jobs(
+    jobs: Sequence[Job],
+    colorizer: Colorizer,
+    options: ColorizeOptions,
+    progress: Progress | None = None,
+) -> list[JobResult]:
+    """Colorize planned jobs (``jobs.plan``) one after the other, each clip with a fresh
+    stream, under the colorizer's thread settings (see ``colorize``)."""
+    single = dataclasses.replace(options, temporal=None)
+    workers, threads = generator_workers(colorizer)
 
     def stream_for(job: Job) -> Transform:
         # A fresh stream per input: colors never carry from one input into the next, and
