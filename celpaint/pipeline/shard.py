@@ -222,8 +222,13 @@ def colorize_distributed(
         jobs = _plan_everywhere(dist, inputs, output, encode, max_pixels)
         reporter = (progress or Progress()) if dist.main else Progress()
         if len(jobs) == 1 and is_clip(jobs[0].source):
-            return [_split_clip(dist, jobs[0], colorizer, options, reporter, encode, warmup)]
-        return _deal_jobs(dist, jobs, colorizer, options, reporter)
+            results = [_split_clip(dist, jobs[0], colorizer, options, reporter, encode, warmup)]
+        else:
+            results = _deal_jobs(dist, jobs, colorizer, options, reporter)
+        # Every process reaches the teardown before any starts it: gloo can abort a process
+        # whose peer closes the connection under it.
+        dist.barrier()
+        return results
     finally:
         dist.close()
 
@@ -305,7 +310,8 @@ def _split_clip(
     if job.output_kind == "video":
         name = f"{job.output.stem}-part{part.index}of{part.count}{job.output.suffix}"
         segment = temporary_path(job.output.with_name(name))
-        # The parts of killed runs of this output (their processes are gone).
+        # Temporaries that killed runs left beside the output, their parts among them (only
+        # those whose process is gone).
         remove_stale_temporaries(job.output.parent)
     progress.start([job])
     error: Exception | None = None

@@ -171,6 +171,25 @@ def test_a_killed_rank_ends_the_run_with_nothing_at_the_output(tmp_path, ffmpeg,
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
+def test_a_failing_rank_ends_the_run_with_nothing_left(tmp_path, clip, lineart_model, ffmpeg):
+    # An ffmpeg that fails for the second rank's part only, as a full disk would.
+    broken = tmp_path / "ffmpeg"
+    broken.write_text(
+        f'#!/bin/sh\ncase "$*" in *part2of2*) echo "No space left on device" >&2; exit 1;; '
+        f'esac\nexec "{ffmpeg}" "$@"\n'
+    )
+    broken.chmod(0o755)
+    out = tmp_path / "out" / "out.mp4"
+    out.parent.mkdir()
+    command = _torchrun(clip, "-o", out, "-m", lineart_model, "--ffmpeg", broken)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_ENV)
+    assert result.returncode != 0
+    assert "No space left on device" in result.stderr
+    assert "process 1 of the distributed run failed" in result.stderr  # said by rank 0
+    assert list(out.parent.iterdir()) == []  # no output, no part left behind
+
+
 def _wait_for_part(folder: Path, mark: str, process: subprocess.Popen) -> int:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
