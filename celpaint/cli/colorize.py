@@ -160,7 +160,8 @@ def colorize_command(
     from celpaint.pipeline.api import colorize
     from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 
-    part = _shard(shard, inputs, output, references, distributed=world_size() > 1)
+    distributed = world_size() > 1  # started by torchrun
+    part = _shard(shard, inputs, output, references, distributed)
 
     encode = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
@@ -190,7 +191,7 @@ def colorize_command(
             sharding.colorize_part(
                 inputs[0], output, part, colorizer, options, progress, encode, limit, warmup
             )
-        elif world_size() > 1:
+        elif distributed:
             sharding.colorize_distributed(
                 inputs, output, colorizer, options, progress, encode, limit, warmup
             )
