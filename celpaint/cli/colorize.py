@@ -8,17 +8,22 @@ from typing import Annotated
 import typer
 
 from celpaint.cli.options import (
+    Codec,
     Crf,
     Device,
+    EncoderOptions,
     FFmpeg,
     Fps,
+    ImageFormat,
     Lossless,
     MaxPixels,
     NoAudio,
     Overwrite,
+    PixFmt,
     Preset,
     Quiet,
     Resume,
+    StartNumber,
     encode_options,
     max_pixels,
 )
@@ -123,9 +128,14 @@ def colorize_command(
         ),
     ] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    codec: Codec = None,
+    pix_fmt: PixFmt = None,
+    encoder_option: EncoderOptions = None,
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
+    image_format: ImageFormat = "png",
+    start_number: StartNumber = 1,
     fps: Fps = None,
     no_audio: NoAudio = False,
     overwrite: Overwrite = False,
@@ -140,7 +150,8 @@ def colorize_command(
 
     encode = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
-        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
+        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg, codec=codec, pix_fmt=pix_fmt,
+        encoder_option=encoder_option, image_format=image_format, start_number=start_number,
     )  # fmt: skip
     try:
         # Checked even with --no-temporal: a bad value is a mistake either way.
