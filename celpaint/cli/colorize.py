@@ -8,17 +8,22 @@ from typing import Annotated
 import typer
 
 from celpaint.cli.options import (
+    Codec,
     Crf,
     Device,
+    EncoderOptions,
     FFmpeg,
     Fps,
+    ImageFormat,
     Lossless,
     MaxPixels,
     NoAudio,
     Overwrite,
+    PixFmt,
     Preset,
     Quiet,
     Resume,
+    StartNumber,
     encode_options,
     max_pixels,
 )
@@ -143,9 +148,14 @@ def colorize_command(
             "so that its smoothing starts as in one run [default: 32].",
         ),
     ] = None,
+    codec: Codec = None,
+    pix_fmt: PixFmt = None,
+    encoder_option: EncoderOptions = None,
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
+    image_format: ImageFormat = "png",
+    start_number: StartNumber = 1,
     fps: Fps = None,
     no_audio: NoAudio = False,
     overwrite: Overwrite = False,
@@ -165,7 +175,8 @@ def colorize_command(
 
     encode = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
-        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
+        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg, codec=codec, pix_fmt=pix_fmt,
+        encoder_option=encoder_option, image_format=image_format, start_number=start_number,
     )  # fmt: skip
     try:
         # Checked even with --no-temporal: a bad value is a mistake either way.

@@ -8,16 +8,21 @@ from typing import Annotated
 import typer
 
 from celpaint.cli.options import (
+    Codec,
     Crf,
+    EncoderOptions,
     FFmpeg,
     Fps,
+    ImageFormat,
     Lossless,
     MaxPixels,
     NoAudio,
     Overwrite,
+    PixFmt,
     Preset,
     Quiet,
     Resume,
+    StartNumber,
     encode_options,
     max_pixels,
 )
@@ -54,9 +59,14 @@ def lineart_command(
         float | None,
         typer.Option("--threshold", help="0..1: binary black-and-white lines (default: soft)."),
     ] = None,
+    codec: Codec = None,
+    pix_fmt: PixFmt = None,
+    encoder_option: EncoderOptions = None,
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
+    image_format: ImageFormat = "png",
+    start_number: StartNumber = 1,
     fps: Fps = None,
     no_audio: NoAudio = False,
     overwrite: Overwrite = False,
@@ -74,7 +84,8 @@ def lineart_command(
         raise InputError(f"{error}; see celpaint lineart --help") from None
     options = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps, overwrite=overwrite,
-        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg,
+        resume=resume, no_audio=no_audio, ffmpeg=ffmpeg, codec=codec, pix_fmt=pix_fmt,
+        encoder_option=encoder_option, image_format=image_format, start_number=start_number,
     )  # fmt: skip
     with RichProgress(quiet=quiet, verb="traced") as progress:
         extract_line_art(

@@ -11,14 +11,19 @@ from rich.table import Table
 
 from celpaint.cli.options import (
     AudioFrom,
+    Codec,
     Crf,
+    EncoderOptions,
     FFmpeg,
     Fps,
+    ImageFormat,
     Lossless,
     MaxPixels,
     Overwrite,
+    PixFmt,
     Preset,
     Quiet,
+    StartNumber,
     encode_options,
     max_pixels,
 )
@@ -28,7 +33,14 @@ from celpaint.errors import InputError
 
 def extract_command(
     video: Annotated[Path, typer.Argument(help="The clip to split into frames.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNG frames.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Folder for the frames, or a sequence such as seq/%04d.png."
+        ),
+    ],
+    image_format: ImageFormat = "png",
+    start_number: StartNumber = 1,
     overwrite: Overwrite = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip frames already extracted.")
@@ -37,13 +49,16 @@ def extract_command(
     pixel_limit: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
-    """Split a clip into numbered PNG frames (frame_000001.png, ...)."""
+    """Split a clip into numbered frames (frame_000001.png, ... or a %0Nd sequence)."""
     from celpaint.io.sinks import EncodeOptions, output_kind
     from celpaint.pipeline.api import convert
 
-    if output_kind(output) != "folder":
+    if output_kind(output) not in ("folder", "sequence"):
         raise InputError(f"extract writes a folder of frames; {output} looks like a file")
-    options = EncodeOptions(overwrite=overwrite, resume=resume, ffmpeg=ffmpeg)
+    options = EncodeOptions(
+        overwrite=overwrite, resume=resume, ffmpeg=ffmpeg, image_format=image_format,
+        start_number=start_number,
+    )  # fmt: skip
     with RichProgress(quiet=quiet, verb="extracted") as progress:
         convert(video, output, options, progress, max_pixels=max_pixels(pixel_limit))
 
@@ -53,6 +68,9 @@ def assemble_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The video to write.")],
     fps: Fps = "24",
     audio_from: AudioFrom = None,
+    codec: Codec = None,
+    pix_fmt: PixFmt = None,
+    encoder_option: EncoderOptions = None,
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
@@ -73,7 +91,8 @@ def assemble_command(
         raise InputError(f"--audio-from {audio_from} does not exist")
     options = encode_options(
         crf=crf, preset=preset, lossless=lossless, fps=fps or "24", overwrite=overwrite,
-        ffmpeg=ffmpeg, audio_from=audio_from,
+        ffmpeg=ffmpeg, audio_from=audio_from, codec=codec, pix_fmt=pix_fmt,
+        encoder_option=encoder_option,
     )  # fmt: skip
     with RichProgress(quiet=quiet, verb="assembled") as progress:
         convert(frames, output, options, progress, max_pixels=max_pixels(pixel_limit))
@@ -86,11 +105,13 @@ def info_command(
     ffmpeg: FFmpeg = None,
     pixel_limit: MaxPixels = None,
 ) -> None:
-    """Describe clips (fps, frames, size, duration, audio), the compute devices and the models."""
+    """Describe clips (fps, frames, size, duration, audio), the compute devices, the codecs
+    ffmpeg can write and the models."""
     import torch
 
-    from celpaint.io.media import find_ffmpeg
+    from celpaint.io.media import available_encoders, find_ffmpeg
     from celpaint.io.sources import open_source
+    from celpaint.io.video import CODECS
     from celpaint.models import zoo
 
     console = Console()
@@ -109,6 +130,7 @@ def info_command(
                 duration = f"{media.duration:.3f} s" if media.duration is not None else "unknown"
                 table.add_row("duration", duration)
                 table.add_row("codec", media.codec)
+                table.add_row("pixel format", media.pix_fmt or "unknown")
                 table.add_row("variable frame rate", "yes" if media.variable_frame_rate else "no")
                 audio = "; ".join(a.description.split("Audio: ", 1)[-1] for a in media.audio)
                 table.add_row("audio", audio or "none")
@@ -124,6 +146,16 @@ def info_command(
         devices.add_row("mps", "available")
     devices.add_row("ffmpeg", ffmpeg_path)
     console.print(devices)
+
+    codecs = Table(title="video codecs (--codec)", title_justify="left")
+    for column in ("codec", "encoder", "containers", "default --pix-fmt", "this ffmpeg"):
+        codecs.add_column(column)
+    encoders = available_encoders(ffmpeg_path)
+    for name, codec in CODECS.items():
+        available = "can encode" if codec.encoder in encoders else "missing"
+        containers = " ".join(codec.containers)
+        codecs.add_row(name, codec.encoder, containers, codec.default_pix_fmt, available)
+    console.print(codecs)
 
     models = Table(title="models", title_justify="left")
     for column in ("name", "input", "output", "work size", "trained on"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -20,7 +20,12 @@ FFmpeg = Annotated[
 ]
 Crf = Annotated[
     int,
-    typer.Option("--crf", min=0, max=51, help="Video quality: lower is better (18 ~ transparent)."),
+    typer.Option(
+        "--crf",
+        min=0,
+        max=51,
+        help="Video quality of h264, h265 and vp9: lower is better (18 ~ transparent).",
+    ),
 ]
 Preset = Annotated[
     str,
@@ -57,6 +62,60 @@ MaxPixels = Annotated[
 ]
 
 
+# The names of io.video.CODECS and io.frames.IMAGE_FORMATS, here as literals: importing them
+# would import numpy on --help (a test keeps the lists equal).
+CodecName = Literal["h264", "h265", "prores", "prores_4444", "dnxhr", "ffv1", "vp9"]
+ImageFormatName = Literal["png", "tif", "jpg"]
+Codec = Annotated[
+    CodecName | None,
+    typer.Option(
+        "--codec",
+        help="Video codec, checked against the container: h264 (.mp4 .mov .mkv .m4v .avi), "
+        "h265 (.mp4 .mov .mkv .m4v), prores and prores_4444 (.mov .mkv), dnxhr (.mov .mkv, "
+        "at least 256x120), ffv1 (.mkv .avi), vp9 (.webm .mkv). --crf applies to h264, h265 "
+        "and vp9, --preset to h264 and h265. Default: h264 (vp9 for .webm).",
+        show_default=False,
+    ),
+]
+PixFmt = Annotated[
+    str | None,
+    typer.Option(
+        "--pix-fmt",
+        metavar="FORMAT",
+        help="Pixel format of video outputs, one the codec takes, e.g. yuv422p10le (10-bit "
+        "4:2:2). Defaults: yuv420p (h264, h265, vp9), yuv422p10le (prores), yuv444p10le "
+        "(prores_4444), yuv422p (dnxhr: DNxHR HQ; yuv422p10le gives HQX), bgr0 (ffv1).",
+        show_default=False,
+    ),
+]
+EncoderOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encoder-option",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE passed to the video encoder as its option -KEY:v VALUE (repeatable), "
+        "e.g. profile=hq, x265-params=aq-mode=3, tune=animation.",
+        show_default=False,
+    ),
+]
+ImageFormat = Annotated[
+    ImageFormatName,
+    typer.Option(
+        "--image-format",
+        help="Format of frames written to folders (16-bit png and tif where the input images "
+        "have 16 bits).",
+    ),
+]
+StartNumber = Annotated[
+    int,
+    typer.Option(
+        "--start-number",
+        min=0,
+        help="Number of the first frame of a %0Nd sequence output (-o frames/%04d.png).",
+    ),
+]
+
+
 def max_pixels(value: int | None) -> int:
     """The ``--max-pixels`` value, ``io.frames.MAX_PIXELS`` when not given."""
     from celpaint.io.frames import MAX_PIXELS
@@ -75,11 +134,17 @@ def encode_options(
     no_audio: bool = False,
     ffmpeg: str | None = None,
     audio_from: Path | None = None,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+    encoder_option: list[str] | None = None,
+    image_format: str = "png",
+    start_number: int = 1,
 ):
     """The ``EncodeOptions`` of a command that writes videos or frame folders, from the
-    options above (shared by colorize, lineart and assemble)."""
+    options above (shared by colorize, lineart, extract and assemble)."""
     from celpaint.io.media import parse_frame_rate
     from celpaint.io.sinks import EncodeOptions
+    from celpaint.io.video import parse_encoder_option
 
     return EncodeOptions(
         overwrite=overwrite,
@@ -91,4 +156,9 @@ def encode_options(
         keep_audio=not no_audio,
         ffmpeg=ffmpeg,
         audio_from=audio_from,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        encoder_options=tuple(parse_encoder_option(text) for text in encoder_option or ()),
+        image_format=image_format,
+        start_number=start_number,
     )

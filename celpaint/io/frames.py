@@ -2,7 +2,7 @@
 file-level safety every output gets: never over an input, never over a file that appeared
 during the run, temporary names that fit, stale temporaries of killed runs removed.
 
-Frames are uint8 RGB arrays of shape ``(H, W, 3)``.
+Frames are uint8 RGB arrays of shape ``(H, W, 3)``; 16-bit images are written from uint16.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from celpaint.errors import InputError, ProcessingError
 log = logging.getLogger("celpaint")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# The formats frame-folder outputs are written in (``--image-format``) and their extensions.
+IMAGE_FORMATS = {"png": ".png", "tif": ".tif", "jpg": ".jpg"}
+# The image extensions written with 16 bits per channel where the input had them.
+SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 # The largest frame (width x height) read unless the caller raises it (``--max-pixels``). Every
 # frame is held several times over in float32 while it is colorized, so 100 megapixels already
 # take gigabytes; 8K is 33 megapixels. Checked from file headers and the video probe, before
@@ -122,6 +126,26 @@ def _to_rgb8(image: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     elif channels != 3:
         raise InputError(f"{path} has {channels} channels; expected 1, 3 or 4")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), had_alpha
+
+
+def image_bit_depth(path: str | os.PathLike) -> int:
+    """Bits per channel of a PNG or TIFF from its header (16 or 8; 8 for other formats, and
+    for a file that cannot tell, whose reading reports the error). celpaint reads every image
+    as 8 bits (``read_image``); this says what an output may keep."""
+    path = Path(path)
+    try:
+        require_regular(path)
+        with open(path, "rb") as file:
+            header = file.read(26)
+        if header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
+            return 16 if header[24] == 16 else 8
+        if header[:4] in (b"II*\x00", b"MM\x00*"):
+            with Image.open(path) as image:
+                bits = image.tag_v2.get(258, 8)
+            return 16 if 16 in (bits if isinstance(bits, tuple) else (bits,)) else 8
+    except (OSError, InputError, UnidentifiedImageError, ValueError, SyntaxError):
+        pass
+    return 8
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -427,17 +451,26 @@ def write_json(path: str | os.PathLike, data) -> Path:
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, replace: bool | FileStamp = True) -> Path:
-    """Write a uint8 RGB ``(H, W, 3)`` (or gray ``(H, W)``) image atomically.
+    """Write an RGB ``(H, W, 3)`` (or gray ``(H, W)``) image atomically, in the format of the
+    extension (PNG when there is none).
 
-    The image is encoded to a temporary file in the same folder and renamed into place, so
-    an interrupted write never leaves a truncated image at ``path``. ``replace``: what may be
-    replaced at ``path`` (see ``publish``, which raises ``ProcessingError`` for the rest).
+    ``rgb`` is uint8, or uint16 for 16 bits per channel (PNG and TIFF only). The image is
+    encoded to a temporary file in the same folder and renamed into place, so an interrupted
+    write never leaves a truncated image at ``path``. ``replace``: what may be replaced at
+    ``path`` (see ``publish``, which raises ``ProcessingError`` for the rest).
+
+    Raises:
+        ValueError: not a uint8/uint16 image of that shape, or uint16 for another format.
     """
     path = Path(path)
-    if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3):
-        raise ValueError(f"expected a uint8 (H, W[, 3]) image, got {rgb.dtype} {rgb.shape}")
-    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     suffix = path.suffix.lower() or ".png"
+    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim not in (2, 3):
+        raise ValueError(
+            f"expected a uint8 or uint16 (H, W[, 3]) image, not {rgb.dtype} {rgb.shape}"
+        )
+    if rgb.dtype == np.uint16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
+        raise ValueError(f"{suffix} holds 8 bits per channel; write 16-bit images as PNG or TIFF")
+    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else []
     ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
@@ -448,3 +481,8 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, replace: bool | FileSt
     except OSError as error:
         raise ProcessingError(f"cannot write {path}: {error.strerror or error}") from None
     return path
+
+
+def to_16_bits(rgb: np.ndarray) -> np.ndarray:
+    """uint8 -> uint16 with the same values on the 16-bit scale (``v * 257``: 255 -> 65535)."""
+    return rgb.astype(np.uint16) * 257

@@ -6,6 +6,7 @@ on ``PATH``, and the binary bundled in the ``imageio-ffmpeg`` wheel.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -71,6 +72,9 @@ class MediaInfo:
         duration: container duration in seconds, if known.
         audio: every audio stream of the file.
         variable_frame_rate: True when frame intervals differ beyond timestamp rounding.
+        codec: the video stream's codec as ffmpeg names it (``h264``, ``prores``, ...).
+        pix_fmt: the video stream's pixel format as ffmpeg decodes it (``yuv422p10le``, ...);
+            empty when ffmpeg does not say.
     """
 
     path: Path
@@ -82,6 +86,7 @@ class MediaInfo:
     codec: str = ""
     audio: list[AudioStream] = field(default_factory=list)
     variable_frame_rate: bool = False
+    pix_fmt: str = ""
 
 
 _VIDEO_STREAM = re.compile(r"Stream #0:(\d+)[^:]*: Video: (\w+)(.*)")
@@ -162,9 +167,43 @@ def probe(
         height=height,
         duration=duration,
         codec=video.group(2),
+        pix_fmt=_pixel_format(details),
         audio=audio,
         variable_frame_rate=variable,
     )
+
+
+def _pixel_format(details: str) -> str:
+    """The pixel format in ffmpeg's description of a video stream: the second of its
+    comma-separated fields (``prores (HQ) (apch / 0x...), yuv422p10le(tv, bt709), 64x48``),
+    commas inside parentheses aside."""
+    fields, depth, current = [], 0, ""
+    for char in details:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    fields.append(current)
+    if len(fields) < 2:
+        return ""
+    match = re.match(r"\s*([a-z][a-z0-9_]*)", fields[1])
+    return match.group(1) if match else ""
+
+
+@functools.cache
+def available_encoders(ffmpeg: str | None = None) -> frozenset[str]:
+    """The names of the encoders ``ffmpeg`` has (``ffmpeg -encoders``), e.g. ``libx265``;
+    empty when it cannot say."""
+    result = run_ffmpeg(["-encoders"], ffmpeg)
+    names = set()
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        # " V....D libx264    libx264 H.264 / AVC ...": flags, name, description.
+        parts = line.split()
+        if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS" and "=" not in line:
+            names.add(parts[1])
+    return frozenset(names)
 
 
 def _last_error_line(stderr: str, path: Path) -> str:

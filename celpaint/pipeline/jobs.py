@@ -11,9 +11,8 @@ from pathlib import Path
 from celpaint.errors import InputError
 from celpaint.io.frames import MAX_PIXELS, FileStamp, check_spares_inputs, name_fits
 from celpaint.io.media import find_ffmpeg
-from celpaint.io.sinks import EncodeOptions, OutputKind, output_kind
+from celpaint.io.sinks import EncodeOptions, FramePattern, OutputKind, output_kind
 from celpaint.io.sources import Source, open_source
-from celpaint.io.video import WRITABLE_EXTENSIONS
 
 
 @dataclass
@@ -33,10 +32,10 @@ class Job:
     planned: FileStamp | None = None
 
 
-def _output_name(source: Source, tag: str | None = None) -> str:
+def _output_name(source: Source, options: EncodeOptions, tag: str | None = None) -> str:
     """The name of an input's output: ``NAME_<tag>`` beside the input, or ``NAME`` (no tag) in
-    a folder of outputs; a folder for a folder, PNG for an image, the input's container (or
-    MP4 where celpaint cannot write it) for a video."""
+    a folder of outputs; a folder for a folder, an image of ``options.image_format`` for an
+    image, the input's container (else ``options.video_suffix``'s) for a video."""
     info = source.info
     name = info.path.name if info.kind == "folder" else info.path.stem
     if tag:
@@ -44,9 +43,8 @@ def _output_name(source: Source, tag: str | None = None) -> str:
     if info.kind == "folder":
         return name
     if info.kind == "image":
-        return f"{name}.png"
-    suffix = info.path.suffix.lower()
-    return name + (suffix if suffix in WRITABLE_EXTENSIONS else ".mp4")
+        return name + options.image_suffix
+    return name + options.video_suffix(info.path.suffix)
 
 
 def _check_writable(path: Path) -> None:
@@ -72,10 +70,12 @@ def plan(
     """Open every input and decide every output, checking all of them before any work starts.
 
     Rules: one input and ``output`` with a video extension gives a video, with an image
-    extension an image, otherwise a folder of PNGs. Several inputs need ``output`` to be a
-    folder, which receives one output per input named after it. Without ``output`` each result
-    goes beside its input as ``NAME_<tag>``. No output may be an input of any job, or
-    ``options.audio_from``, under any name (``frames.check_spares_inputs``).
+    extension an image, with ``%0Nd`` in its name a numbered sequence, without an extension
+    a folder of frames (``sinks.output_kind``; another extension is an error). Several
+    inputs need ``output`` to be a folder, which receives one output per input named after
+    it. Without ``output`` each result goes beside its input as ``NAME_<tag>``. No output may
+    be an input of any job, or ``options.audio_from``, under any name
+    (``frames.check_spares_inputs``).
 
     Args:
         max_pixels: the largest frame read (``open_source``).
@@ -104,12 +104,14 @@ def plan(
             read.append(Path(options.audio_from))
         for job in jobs:
             if target is None:
-                job.output = job.input.with_name(_output_name(job.source, tag))
+                job.output = job.input.with_name(_output_name(job.source, options, tag))
             elif len(jobs) > 1:
-                job.output = target / _output_name(job.source)
+                job.output = target / _output_name(job.source, options)
             else:
                 job.output = target
-            job.output_kind = output_kind(job.output)
+            # A name made from an input's is of the input's kind, dots in it or not.
+            named = job.output == target
+            job.output_kind = output_kind(job.output) if named else job.source.info.kind
             _check_job(job, options, read)
         seen: dict[Path, Path] = {}
         for job in jobs:
@@ -135,7 +137,11 @@ def _check_job(job: Job, options: EncodeOptions, read: list[Path]) -> None:
             f"the output name {job.output.name!r} is longer than the {limit} bytes a file name "
             "may have; give a shorter one with -o"
         )
-    check_spares_inputs(job.output, [job.input, *read], folder=job.output_kind == "folder")
+    sequence = job.output_kind == "sequence"
+    check_spares_inputs(
+        job.output.parent if sequence else job.output, [job.input, *read],
+        folder=job.output_kind in ("folder", "sequence"),
+    )  # fmt: skip
     if kind != "image" and job.output_kind == "image":
         raise InputError(
             f"{job.input} has several frames: write them to a folder or a video, "
@@ -143,7 +149,15 @@ def _check_job(job: Job, options: EncodeOptions, read: list[Path]) -> None:
         )
     if kind == "image" and job.output_kind == "video":
         raise InputError(f"{job.input} is a single image: write it to an image or a folder")
-    if job.output.exists():
+    if job.output_kind == "video":
+        options.check_video(job.output, job.source.info.width, job.source.info.height)
+    if sequence and FramePattern.parse(job.output).files():
+        if not (options.overwrite or options.resume):
+            raise InputError(
+                f"{job.output.parent} already holds frames named like {job.output.name}; pass "
+                "--resume to finish them or --overwrite to replace them"
+            )
+    elif job.output.exists():
         if job.output_kind == "folder":
             if not job.output.is_dir():
                 raise InputError(f"{job.output} exists and is not a folder")
