@@ -7,6 +7,7 @@ output appear only when complete (``close``); ``abort`` removes what an interrup
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ class EncodeOptions:
 
     Attributes:
         overwrite: replace existing outputs.
-        resume: for frame-folder outputs, skip frames whose file already exists.
+        resume: for frame-folder outputs, skip frames whose file already exists (video and
+            image outputs that exist are complete: planning skips them, ``pipeline.jobs``).
         crf: H.264 quality, 0..51 (lower is better).
         preset: H.264 speed preset (see ``VideoWriter``).
         lossless: bit-exact video output.
@@ -192,6 +194,7 @@ class FolderSink:
         self.overwrite = overwrite
         self.frames_written = 0
         self._names: set[str] = set()  # the frames of this output, written or found done
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, name: str) -> Path:
@@ -227,6 +230,10 @@ class FolderSink:
         # This run's temporaries only: another run may be writing into the same folder.
         for temp in self.folder.glob(temporary_path(self.path_for("*")).name):
             temp.unlink(missing_ok=True)
+        if self._created and self.frames_written == 0:
+            # Nothing of this run's output at its path: a folder it made and left empty.
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
 
 def open_sink(
@@ -257,8 +264,6 @@ def open_sink(
     replace = planned if options.overwrite and planned is not None else False
     if kind == "image":
         return ImageSink(output, replace)
-    if options.resume:
-        log.warning("%s: --resume applies to frame-folder outputs; the video is redone", output)
     fps = options.fps or info.fps
     if fps is None:
         fps = DEFAULT_FOLDER_FPS
