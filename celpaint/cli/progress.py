@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -119,8 +120,9 @@ class RichProgress(engine.Progress):
 
 
 def summary(results: Sequence[engine.JobResult], verb: str = "colored") -> str | None:
-    """``N done earlier, N <verb>, N failed`` (the parts that are not zero); None for one
-    input written normally, whose own line says it all."""
+    """``N done earlier, N <verb> (N lineart, N gray), N failed`` (the parts that are not
+    zero; the models with --model auto); None for one input written normally, whose own line
+    says it all."""
     counts = {
         status: sum(r.status == status for r in results) for status in ("done", "written", "failed")
     }
@@ -130,9 +132,12 @@ def summary(results: Sequence[engine.JobResult], verb: str = "colored") -> str |
         if len(results) == 1:
             return "nothing to do: the output was done earlier"
         return f"nothing to do: all {len(results)} outputs were done earlier"
+    # --model auto: how many inputs each model colored.
+    models = Counter(r.model.split()[0] for r in results if r.status == "written" and r.model)
+    by_model = " (" + ", ".join(f"{n} {name}" for name, n in sorted(models.items())) + ")"
     parts = [
         f"{counts['done']} done earlier" if counts["done"] else "",
-        f"{counts['written']} {verb}" if counts["written"] else "",
+        f"{counts['written']} {verb}" + (by_model if models else "") if counts["written"] else "",
         f"{counts['failed']} failed" if counts["failed"] else "",
     ]
     return ", ".join(part for part in parts if part)

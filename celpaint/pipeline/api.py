@@ -7,6 +7,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
 from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
 from celpaint.pipeline.engine import JobResult, Progress, Transform, run_job, run_jobs
-from celpaint.pipeline.jobs import Job, is_clip, plan
+from celpaint.pipeline.jobs import Job, batch_inputs, is_clip, plan
 from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_references
 
 # The smallest frame colorize takes: a single pixel trips OpenCV's per-channel clamp in
@@ -242,11 +243,9 @@ def convert(
 ) -> JobResult:
     """Copy frames from one source to one sink unchanged: video -> frames, frames -> video.
     ``max_pixels``: as for ``colorize``."""
-    jobs = plan([input], output, encode or EncodeOptions(), max_pixels=max_pixels)
-    if len(jobs) > 1:
-        for job in jobs:
-            job.source.close()
+    if batch_inputs(Path(input)) is not None:
         raise InputError(f"{input} is a folder of videos; give one video or one folder of frames")
+    jobs = plan([input], output, encode or EncodeOptions(), max_pixels=max_pixels)
     return run_jobs(jobs, batch_size, progress)[0]
 
 

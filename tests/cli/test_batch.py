@@ -146,6 +146,10 @@ def test_a_folder_mixing_frames_and_videos_is_refused(tmp_path, ffmpeg, lineart_
     assert _colorize(tmp_path / "only folders", "-o", tmp_path / "out", model=lineart_model) == 2
     assert "pass --recursive" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # extract and assemble take one clip or frame folder, not a batch.
+    batch = tmp_path / "only folders" / "inside"
+    assert main(["extract", str(batch), "-o", str(tmp_path / "out")]) == 2
+    assert "is a folder of videos; give one video" in capsys.readouterr().err
 
 
 def _frames(path):
@@ -169,6 +173,7 @@ def test_model_auto_picks_the_shipped_model_per_input(tmp_path, drawn_and_filmed
     assert f"{batch / 'drawn.mp4'}: model lineart (looks like line art)" in err
     assert f"{batch / 'filmed.mp4'}: model gray (looks like grayscale or color footage)" in err
     assert "warning" not in err
+    assert "2 colored (1 gray, 1 lineart)" in err
     # Each output is what that model gives.
     for name, model in (("drawn.mp4", "lineart"), ("filmed.mp4", "gray")):
         alone = tmp_path / f"{model}.mp4"

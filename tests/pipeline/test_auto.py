@@ -91,3 +91,14 @@ def test_auto_is_no_checkpoint_and_bad_settings_fail_before_any_work():
         AutoColorizer(device="toaster")
     assert zoo.model_for("lineart") == "lineart" and zoo.model_for("grayscale") == "gray"
     assert zoo.model_for(None) == zoo.DEFAULT_MODEL
+
+
+def test_the_python_api_defaults_to_auto(inputs, tmp_path):
+    from celpaint import colorize
+
+    results = colorize([inputs / "drawn.mp4", inputs / "film.mp4"], tmp_path / "out")
+    assert [(r.status, r.model) for r in results] == [
+        ("written", "lineart (looks like line art)"),
+        ("written", "gray (looks like grayscale or color footage)"),
+    ]
+    assert [r.frames for r in results] == [6, 6]
