@@ -14,6 +14,7 @@ from celpaint.errors import CelpaintError, CheckpointError, InputError, Processi
 from celpaint.models.checkpoint import ModelConfig, load_model, save_model  # noqa: E402
 
 __all__ = [
+    "AutoColorizer",
     "CelpaintError",
     "CheckpointError",
     "Colorizer",
@@ -35,6 +36,7 @@ __all__ = [
 # The pipeline pulls in OpenCV and ffmpeg helpers; it is imported only when asked for, so that
 # `celpaint.models` stays usable (and fast to import) on its own.
 _LAZY = {
+    "AutoColorizer": "celpaint.pipeline.auto",
     "Colorizer": "celpaint.pipeline.colorizer",
     "ColorizeOptions": "celpaint.pipeline.colorizer",
     "EncodeOptions": "celpaint.io.sinks",

@@ -181,6 +181,14 @@ def world_size() -> int:
         return 1
 
 
+def rank() -> int:
+    """This process's rank in a ``torchrun`` run (``RANK``; 0 without it)."""
+    try:
+        return max(0, int(os.environ.get("RANK", "0")))
+    except ValueError:
+        return 0
+
+
 def rank_device(device_text: str) -> str:
     """``--device`` for this process of a ``torchrun`` run: its own GPU (``cuda:LOCAL_RANK``)
     for ``cuda``, ``cuda:N`` and ``auto`` where CUDA is available, else the CPU. Unchanged

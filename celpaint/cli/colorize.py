@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -28,28 +29,54 @@ from celpaint.cli.options import (
     max_pixels,
 )
 from celpaint.cli.progress import RichProgress
-from celpaint.errors import InputError
-from celpaint.models.zoo import DEFAULT_MODEL
+from celpaint.errors import InputError, ProcessingError
 from celpaint.ops.temporal import TemporalParams
 
 
 def colorize_command(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Videos, folders of frames or images.", show_default=False),
+        typer.Argument(
+            help="Videos, folders of frames, images, or folders of videos (a batch).",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Output video, image or folder; a folder for several inputs. "
+            help="Output video, image or folder; a folder for several inputs or a batch. "
             "Default: NAME_color beside each input.",
         ),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Shipped model name or checkpoint directory.")
-    ] = DEFAULT_MODEL,
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="auto (per input: lineart for line art, gray for grayscale or color "
+            "footage), a shipped model name or a checkpoint directory.",
+        ),
+    ] = "auto",
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive",
+            "-R",
+            help="Walk the sub-folders of folders of videos: each folder of frames is one "
+            "clip; outputs mirror the tree.",
+        ),
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            "-k",
+            help="Skip an input that cannot be read or fails, finish the others, name it in "
+            "the summary and exit 1 (default: the first failure stops the batch).",
+        ),
+    ] = False,
     device: Device = "auto",
     precision: Annotated[
         str, typer.Option("--precision", help="auto (fp16 on CUDA), fp32, fp16 or bf16.")
@@ -165,9 +192,10 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
-    from celpaint.device import rank_device, world_size
+    from celpaint.device import rank, rank_device, world_size
     from celpaint.pipeline import shard as sharding
     from celpaint.pipeline.api import colorize
+    from celpaint.pipeline.auto import AutoColorizer
     from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 
     distributed = world_size() > 1  # started by torchrun
@@ -186,8 +214,9 @@ def colorize_command(
             f"{error}: --temporal-strength and --scene-threshold are within 0..1"
         ) from None
     options = ColorizeOptions(temporal=params if temporal else None, flat_fill=flat_fill)
-    colorizer = Colorizer.from_pretrained(
-        model,
+    # auto loads each shipped model only once an input needs it.
+    load = AutoColorizer if model == "auto" else functools.partial(Colorizer.from_pretrained, model)
+    colorizer = load(
         device=rank_device(device),
         precision=precision,
         work_size=work_size,
@@ -199,18 +228,31 @@ def colorize_command(
     limit = max_pixels(pixel_limit)
     with RichProgress(quiet=quiet) as progress:
         if part is not None:
-            sharding.colorize_part(
-                inputs[0], output, part, colorizer, options, progress, encode, limit, warmup
-            )
+            results = [
+                sharding.colorize_part(
+                    inputs[0], output, part, colorizer, options, progress, encode, limit, warmup
+                )
+            ]
         elif distributed:
-            sharding.colorize_distributed(
+            results = sharding.colorize_distributed(
                 inputs, output, colorizer, options, progress, encode, limit, warmup
             )
         else:
-            colorize(
+            results = colorize(
                 inputs, output, colorizer, options, progress, encode=encode, max_pixels=limit,
-                references=references or (), adapt_steps=adapt_steps,
+                references=references or (), adapt_steps=adapt_steps, recursive=recursive,
+                keep_going=keep_going,
             )  # fmt: skip
+    if rank() == 0:  # under torchrun, rank 0 reports for every process
+        progress.summarize(results)  # below the finished bars
+    failed = [result for result in results if result.status == "failed"]
+    if failed:
+        names = ", ".join(str(result.input) for result in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise ProcessingError(
+            f"{len(failed)} of {len(results)} inputs failed ({names}{more}); fix them and run "
+            "the same command with --resume to do only what is left"
+        )
 
 
 def _shard(

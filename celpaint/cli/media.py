@@ -160,10 +160,12 @@ def info_command(
     models = Table(title="models", title_justify="left")
     for column in ("name", "input", "output", "work size", "trained on"):
         models.add_column(column)
+    picks = {model: kind for kind, model in zoo.MODEL_FOR_INPUT.items()}
     for name, config in zoo.describe():
-        default = " (default)" if name == zoo.DEFAULT_MODEL else ""
+        # --model auto (colorize's default) picks each shipped model for one kind of input.
+        auto = {"lineart": " (auto: line art)", "grayscale": " (auto: footage)"}
         models.add_row(
-            name + default, config.input_kind, config.output, str(config.work_size),
+            name + auto.get(picks.get(name, ""), ""), config.input_kind, config.output, str(config.work_size),
             config.trained_on,
         )  # fmt: skip
     if not models.rows:

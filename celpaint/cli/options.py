@@ -42,7 +42,12 @@ Fps = Annotated[
 ]
 NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")]
 Resume = Annotated[
-    bool, typer.Option("--resume", help="Finish a frame-folder output, skipping done frames.")
+    bool,
+    typer.Option(
+        "--resume",
+        help="Do only what is left: keep outputs that exist (complete, as they are written "
+        "atomically) and finish frame folders frame by frame.",
+    ),
 ]
 AudioFrom = Annotated[
     Path | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -64,12 +65,19 @@ class RichProgress(engine.Progress):
     def start(self, jobs: Sequence[Job]) -> None:
         # Started only once the inputs are checked, so an error comes out as a clean line.
         self._progress.start()
-        if len(jobs) > 1:
-            total = sum(job.source.info.frame_count for job in jobs)
-            self._overall = self._progress.add_task(f"all {len(jobs)} inputs", total=total)
+        runnable = [job for job in jobs if job.runnable]
+        if len(runnable) > 1:
+            total = sum(job.source.info.frame_count for job in runnable)
+            label = f"all {len(runnable)} inputs"
+            if len(runnable) < len(jobs):
+                label += f" of {len(jobs)}"
+            self._overall = self._progress.add_task(label, total=total)
 
     def job_start(self, job: Job) -> None:
         name = job.input.name or str(job.input)
+        if job.model and not self.quiet:
+            # --model auto: say which model each input gets, and why.
+            self.console.print(f"{job.input}: model {job.model}", highlight=False, soft_wrap=True)
         self._current = self._progress.add_task(name, total=job.source.info.frame_count)
 
     def advance(self, frames: int) -> None:
@@ -79,10 +87,19 @@ class RichProgress(engine.Progress):
             self._progress.advance(self._overall, frames)
 
     def job_end(self, result: engine.JobResult) -> None:
+        if result.status == "failed":
+            if not self.quiet:
+                self.console.print(
+                    f"failed {result.input}: {result.error}", highlight=False, soft_wrap=True
+                )
+            return
+        if result.status == "done" and result.frames == 0 and self._current is None:
+            return  # complete before the run: only the summary counts it
         if self._current is not None:
             # The packet count of a video can differ slightly from the decoded frames.
             done = result.frames + result.skipped
             self._progress.update(self._current, total=done, completed=done)
+            self._current = None
         skipped = f", {result.skipped} already done" if result.skipped else ""
         if not self.quiet:
             self.console.print(
@@ -91,3 +108,36 @@ class RichProgress(engine.Progress):
                 highlight=False,
                 soft_wrap=True,
             )
+
+    def summarize(self, results: Sequence[engine.JobResult]) -> None:
+        """One line on what a run of several inputs, or a resumed or failing one, did:
+        ``3 done earlier, 2 colored, 1 failed``."""
+        if self.quiet:
+            return
+        line = summary(results, self.verb)
+        if line:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+
+def summary(results: Sequence[engine.JobResult], verb: str = "colored") -> str | None:
+    """``N done earlier, N <verb> (N lineart, N gray), N failed`` (the parts that are not
+    zero; the models with --model auto); None for one input written normally, whose own line
+    says it all."""
+    counts = {
+        status: sum(r.status == status for r in results) for status in ("done", "written", "failed")
+    }
+    if len(results) == 1 and counts["written"] == 1:
+        return None
+    if counts["done"] == len(results):
+        if len(results) == 1:
+            return "nothing to do: the output was done earlier"
+        return f"nothing to do: all {len(results)} outputs were done earlier"
+    # --model auto: how many inputs each model colored.
+    models = Counter(r.model.split()[0] for r in results if r.status == "written" and r.model)
+    by_model = " (" + ", ".join(f"{n} {name}" for name, n in sorted(models.items())) + ")"
+    parts = [
+        f"{counts['done']} done earlier" if counts["done"] else "",
+        f"{counts['written']} {verb}" + (by_model if models else "") if counts["written"] else "",
+        f"{counts['failed']} failed" if counts["failed"] else "",
+    ]
+    return ", ".join(part for part in parts if part)

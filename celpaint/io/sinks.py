@@ -8,6 +8,7 @@ output appear only when complete (``close``); ``abort`` removes what an interrup
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -57,7 +58,9 @@ class EncodeOptions:
 
     Attributes:
         overwrite: replace existing outputs.
-        resume: for frame-folder and sequence outputs, skip frames whose file already exists.
+        resume: for frame-folder and sequence outputs, skip frames whose file already exists
+            (video and image outputs that exist are complete: planning skips them,
+            ``pipeline.jobs``).
         crf: quality of H.264, H.265 and VP9, 0..51 (lower is better); other codecs ignore it.
         preset: H.264/H.265 speed preset (see ``VideoWriter``); other codecs ignore it.
         lossless: bit-exact video output.
@@ -344,6 +347,7 @@ class FolderSink:
         self.sixteen_bit = sixteen_bit
         self.frames_written = 0
         self._files: set[str] = set()  # the frames of this output, written or found done
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, name: str) -> Path:
@@ -390,6 +394,10 @@ class FolderSink:
         for temp in self.folder.iterdir():
             if fnmatch.fnmatchcase(temp.name, mark):
                 temp.unlink(missing_ok=True)
+        if self._created and self.frames_written == 0:
+            # Nothing of this run's output at its path: a folder it made and left empty.
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
 
 class SequenceSink(FolderSink):
@@ -462,8 +470,6 @@ def open_sink(
     replace = planned if options.overwrite and planned is not None else False
     if kind == "image":
         return ImageSink(output, replace, _keeps_16_bits(info, output.suffix.lower()))
-    if options.resume:
-        log.warning("%s: --resume applies to frame-folder outputs; the video is redone", output)
     fps = options.fps or info.fps
     if fps is None:
         fps = DEFAULT_FOLDER_FPS

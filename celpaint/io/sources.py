@@ -20,6 +20,7 @@ from celpaint.io.frames import (
     image_size,
     is_image,
     list_images,
+    natural_key,
     require_regular,
 )
 from celpaint.io.media import MediaInfo, find_ffmpeg, probe
@@ -28,6 +29,12 @@ from celpaint.io.video import VideoReader
 log = logging.getLogger("celpaint")
 
 SourceKind = Literal["video", "folder", "image"]
+# Files a batch folder's walk takes for videos (``scan_folder``); a video named on the command
+# line may have any extension ffmpeg reads.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mxf", ".mts", ".m2ts", ".ts",
+    ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".3gp", ".dv", ".y4m",
+)  # fmt: skip
 
 
 @dataclass
@@ -107,6 +114,25 @@ class Source:
         if transparent > 1:
             log.warning("%d frames of %s had transparency", transparent, info.path.name)
 
+    def head(self, count: int) -> list[np.ndarray]:
+        """The first ``count`` frames (fewer if the source is shorter), as ``frames`` gives
+        them; the source is then read from its start again by the next ``frames``.
+
+        Raises:
+            InputError, ProcessingError: as ``frames``.
+        """
+        frames: list[np.ndarray] = []
+        if count < 1:
+            return frames
+        try:
+            for frame in self.frames():
+                frames.append(frame)
+                if len(frames) >= count:
+                    break
+        finally:
+            self.close()
+        return frames
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -146,6 +172,38 @@ def open_source(
         path, "video", media.width, media.height, media.frame_count, media.fps, media=media
     )
     return Source(info, ffmpeg)
+
+
+@dataclass
+class FolderContents:
+    """What a folder holds directly (hidden files skipped; other files ignored), each list in
+    natural order: ``images`` (frames), ``videos`` (``VIDEO_EXTENSIONS``), ``folders``."""
+
+    images: list[Path]
+    videos: list[Path]
+    folders: list[Path]
+
+
+def scan_folder(folder: Path) -> FolderContents:
+    """Sort a folder's entries into frames, videos and sub-folders (``FolderContents``).
+
+    Raises:
+        InputError: the folder cannot be listed.
+    """
+    try:
+        entries = sorted(
+            (p for p in folder.iterdir() if not p.name.startswith(".")),
+            key=lambda p: natural_key(p.name),
+        )
+    except OSError as error:
+        raise InputError(f"cannot list {folder}: {error.strerror or error}") from None
+    folders = [p for p in entries if p.is_dir()]
+    files = [p for p in entries if p.is_file()]
+    return FolderContents(
+        images=[p for p in files if is_image(p)],
+        videos=[p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS],
+        folders=folders,
+    )
 
 
 def _folder_info(folder: Path, max_pixels: int) -> SourceInfo:

@@ -15,7 +15,18 @@ from celpaint.models.checkpoint import (
 )
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# The model ``Colorizer.from_pretrained`` loads when given none.
 DEFAULT_MODEL = "lineart"
+# ``--model auto`` (the default of ``celpaint colorize``): the shipped model that fits each
+# input, by what the input looks like (``ops.lineart.guess_input_kind``).
+AUTO = "auto"
+MODEL_FOR_INPUT = {"lineart": "lineart", "grayscale": "gray"}
+
+
+def model_for(input_kind: str | None) -> str:
+    """The shipped model for an input kind (``"lineart"`` or ``"grayscale"``), the default
+    model when the kind is unknown (None)."""
+    return MODEL_FOR_INPUT.get(input_kind, DEFAULT_MODEL) if input_kind else DEFAULT_MODEL
 
 
 def shipped_models() -> dict[str, Path]:
@@ -26,8 +37,14 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """Turn ``--model`` into a checkpoint directory: a shipped name, or a path."""
+    """Turn ``--model`` into a checkpoint directory: a shipped name, or a path (``./auto`` for a
+    directory named like ``AUTO``, which is no model: the pipeline chooses one per input)."""
     text = str(name_or_path)
+    if text == AUTO:
+        raise CheckpointError(
+            f"{AUTO!r} picks a shipped model per input when colorizing; name a model here "
+            f"({', '.join(shipped_models()) or 'none are installed'}) or a directory"
+        )
     shipped = shipped_models()
     if text in shipped:
         return shipped[text]

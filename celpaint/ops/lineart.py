@@ -43,14 +43,12 @@ Why these defaults: docs/design.md#line-art-opslineartpy
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -237,3 +235,100 @@ def line_art_batch(frames: np.ndarray, params: LineArtParams = DEFAULT_PARAMS) -
     """
     lines = [xdog(frame, params) for frame in frames]
     return np.repeat(np.stack(lines)[..., None], 3, axis=3)
+
+
+# --- Does a frame look like line art? (docs/design.md#input-check-opslineartpy) -------------
+
+InputKind = Literal["lineart", "grayscale"]
+# Frames are measured at most this long (area-scaled down): cheap, and thin lines stay visible.
+CHECK_SIZE = 512
+# Gray levels below the frame's median that still count as paper (noise, paper texture).
+PAPER_MARGIN = 24
+# Line art is drawn on light paper: a median below this is footage.
+MIN_PAPER_LEVEL = 128
+# A frame with less ink than this (fraction of pixels) is blank and tells nothing.
+MIN_INK = 0.002
+# Line art's ink is thin: at most this fraction of it lies in dark areas wider than the disc.
+MAX_WIDE_INK = 0.35
+WIDE_DISC = 5
+
+
+@dataclass(frozen=True)
+class InkMeasure:
+    """How a frame's dark pixels lie on its paper (``measure_ink``).
+
+    Attributes:
+        paper_level: the median gray level, 0..255 (the paper's, on line art).
+        ink: fraction of pixels more than ``PAPER_MARGIN`` darker than the paper, 0..1.
+        wide_ink: fraction of those in dark areas at least ``WIDE_DISC`` pixels across, 0..1.
+    """
+
+    paper_level: float
+    ink: float
+    wide_ink: float
+
+    @property
+    def blank(self) -> bool:
+        """Too little ink to tell line art from footage (a white or black frame, a fade)."""
+        return self.ink < MIN_INK
+
+
+def measure_ink(rgb: np.ndarray) -> InkMeasure:
+    """Measure one frame for ``guess_input_kind``.
+
+    Args:
+        rgb: uint8 RGB ``(H, W, 3)`` or gray ``(H, W)``.
+
+    Raises:
+        ValueError: not a uint8 image of those shapes.
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim not in (2, 3):
+        raise ValueError(
+            f"expected a uint8 (H, W, 3) or (H, W) image, got {getattr(rgb, 'shape', rgb)}"
+        )
+    gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    height, width = gray.shape
+    scale = CHECK_SIZE / max(height, width)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    paper_level = float(np.median(gray))
+    ink = (gray < paper_level - PAPER_MARGIN).astype(np.uint8)
+    # Closing the one-pixel holes that film grain punches into dark areas keeps them wide;
+    # lines stay lines.
+    ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, _disc(3), borderType=cv2.BORDER_REPLICATE)
+    ink_pixels = int(ink.sum())
+    wide = cv2.erode(ink, _disc(WIDE_DISC), borderType=cv2.BORDER_REPLICATE)
+    return InkMeasure(
+        paper_level=paper_level,
+        ink=ink_pixels / ink.size,
+        wide_ink=float(wide.sum()) / ink_pixels if ink_pixels else 0.0,
+    )
+
+
+def guess_input_kind(frames: Iterable[np.ndarray]) -> InputKind | None:
+    """Whether frames look like line art (thin dark lines on light paper) or like grayscale
+    or color footage, from their ink (``measure_ink``).
+
+    The rule: the frames are line art when their median gray level (the paper) is at least
+    ``MIN_PAPER_LEVEL`` and, on average, at most ``MAX_WIDE_INK`` of their ink lies in dark
+    areas wider than ``WIDE_DISC`` pixels (at ``CHECK_SIZE``): line art's ink is lines, while
+    footage's dark pixels are shaded areas. Blank frames (``InkMeasure.blank``) are left out.
+    Why these thresholds: docs/design.md#input-check-opslineartpy
+
+    Args:
+        frames: uint8 RGB ``(H, W, 3)`` (or gray ``(H, W)``) frames of one input, a few are
+            enough.
+
+    Returns:
+        ``"lineart"``, ``"grayscale"`` (footage, gray or in color), or None when every frame
+        is blank.
+    """
+    measures = [m for m in map(measure_ink, frames) if not m.blank]
+    if not measures:
+        return None
+    paper_level = float(np.median([m.paper_level for m in measures]))
+    wide_ink = float(np.mean([m.wide_ink for m in measures]))
+    if paper_level >= MIN_PAPER_LEVEL and wide_ink <= MAX_WIDE_INK:
+        return "lineart"
+    return "grayscale"

@@ -6,7 +6,8 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -16,9 +17,10 @@ from celpaint.io.frames import MAX_PIXELS
 from celpaint.io.sinks import DiscardSink, EncodeOptions
 from celpaint.ops.carry import CarryParams
 from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
+from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
 from celpaint.pipeline.engine import JobResult, Progress, Transform, run_job, run_jobs
-from celpaint.pipeline.jobs import Job, is_clip, plan
+from celpaint.pipeline.jobs import Job, batch_inputs, is_clip, plan
 from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_references
 
 # The smallest frame colorize takes: a single pixel trips OpenCV's per-channel clamp in
@@ -28,7 +30,7 @@ from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_refere
 def colorize(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike | None = None,
-    colorizer: Colorizer | None = None,
+    colorizer: Colorizer | AutoColorizer | None = None,
     options: ColorizeOptions | None = None,
     progress: Progress | None = None,
     encode: EncodeOptions | None = None,
@@ -36,18 +38,25 @@ def colorize(
     references: Sequence[str | os.PathLike] = (),
     carry: CarryParams | None = None,
     adapt_steps: int = 0,
+    recursive: bool = False,
+    keep_going: bool = False,
 ) -> list[JobResult]:
-    """Colorize clips, frame folders or images.
+    """Colorize clips, frame folders, images and batch folders of them.
 
     Args:
-        inputs: one path or several (videos, folders of frames, images).
-        output: a video, image or folder path for one input; a folder for several; None to
-            write ``NAME_color`` beside each input.
-        colorizer: a ``Colorizer`` (model, device, work size, batch size); the shipped default
-            model on the best device if None.
+        inputs: one path or several (videos, folders of frames, images, folders of videos:
+            see ``jobs.batch_inputs``).
+        output: a video, image or folder path for one input; a folder for several or for a
+            batch folder (its tree is mirrored there); None to write ``NAME_color`` beside
+            each input.
+        colorizer: a ``Colorizer`` (model, device, work size, batch size), whose model
+            colorizes every input (an input that does not look like what the model expects
+            is a warning); or an ``AutoColorizer``, which picks the shipped model that fits
+            each input (``pipeline/auto.py``). None: ``AutoColorizer()``.
         options: smoothing and flat fill (``ColorizeOptions``).
         progress: callbacks for progress reporting.
-        encode: how outputs are written (``EncodeOptions``).
+        encode: how outputs are written (``EncodeOptions``); with ``encode.resume`` outputs
+            that are complete are left alone (``JobResult.status`` ``"done"``).
         max_pixels: the largest frame (width x height) read; bigger inputs are refused before
             decoding (``io.frames.MAX_PIXELS``).
         references: colored keyframes of the one input (``reference.resolve_references``):
@@ -56,58 +65,81 @@ def colorize(
         adapt_steps: fine-tune the generator on the keyframes for this many steps first
             (``reference.adapt``), so that the colors the keyframes do not show speak the
             shot's palette; it changes ``colorizer``'s weights.
+        recursive: walk the sub-folders of batch folders.
+        keep_going: an input that cannot be read or fails while running is skipped
+            (``JobResult.status`` ``"failed"`` with its ``error``) and the others go on;
+            without it the first such error is raised.
 
     Returns:
-        One ``JobResult`` per input, in order.
+        One ``JobResult`` per input (a batch folder's inputs one by one), in order.
 
     Raises:
         InputError: an input that cannot be read or an output that cannot be written, before
-            anything is written.
+            anything is written (unless ``keep_going``).
 
     With a colorizer on the CPU, torch's and OpenCV's thread counts (process-wide settings)
     are changed for the duration of the call (see ``colorizer.generator_workers``) and
     restored afterwards.
     """
     options = options or ColorizeOptions()
-    jobs = plan(_as_list(inputs), output, encode or EncodeOptions(), max_pixels=max_pixels)
+    encode = encode or EncodeOptions()
+    jobs = plan(_as_list(inputs), output, encode, max_pixels=max_pixels, recursive=recursive,
+                keep_going=keep_going)  # fmt: skip
     try:
         keyframes = _keyframes(jobs, references, max_pixels)
-        colorizer = colorizer or Colorizer.from_pretrained()
+        colorizers = choose(jobs, colorizer or AutoColorizer(), keep_going)
     except BaseException:
         for job in jobs:
-            job.source.close()
+            if job.source is not None:
+                job.source.close()
         raise
-    if keyframes:
-        workers, threads = generator_workers(colorizer)
-        with opencv_threads(1 if colorizer.device.type == "cpu" else None), torch_threads(threads):
+    if not colorizers:  # nothing left to do: no model is loaded
+        return run_jobs(jobs, 1, progress)
+    first = next(iter(colorizers.values()))
+    if keyframes and jobs[0].runnable:
+        workers, threads = generator_workers(first)
+        with opencv_threads(1 if first.device.type == "cpu" else None), torch_threads(threads):
             if adapt_steps:
-                adapt(colorizer, _keyframe_pairs(jobs[0], keyframes), adapt_steps)
-            return [_colorize_from_keyframes(jobs[0], colorizer, options, keyframes, carry,
+                adapt(first, _keyframe_pairs(jobs[0], keyframes), adapt_steps)
+            return [_colorize_from_keyframes(jobs[0], first, options, keyframes, carry,
                                              progress or Progress(), workers)]  # fmt: skip
-
-    return colorize_jobs(jobs, colorizer, options, progress)
+    return colorize_jobs(jobs, colorizers, options, progress, keep_going)
 
 
 def colorize_jobs(
     jobs: Sequence[Job],
-    colorizer: Colorizer,
+    colorizers: Colorizer | Mapping[int, Colorizer],
     options: ColorizeOptions,
     progress: Progress | None = None,
+    keep_going: bool = False,
 ) -> list[JobResult]:
     """Colorize planned jobs (``jobs.plan``) one after the other, each clip with a fresh
-    stream, under the colorizer's thread settings (see ``colorize``)."""
+    stream, under the first colorizer's thread settings (see ``colorize``).
+
+    Args:
+        colorizers: one colorizer for every job, or one per job index (``auto.choose``; jobs
+            without one are not run: done earlier or failed in planning).
+        keep_going: see ``colorize``.
+    """
+    if isinstance(colorizers, Colorizer):
+        colorizers = dict.fromkeys(range(len(jobs)), colorizers)
+    if not colorizers:  # nothing to run: done earlier, failed in planning, or no jobs
+        return run_jobs(jobs, 1, progress)
+    by_job = {id(jobs[index]): chosen for index, chosen in colorizers.items()}
+    first = next(iter(colorizers.values()))
     single = dataclasses.replace(options, temporal=None)
-    workers, threads = generator_workers(colorizer)
+    workers, threads = generator_workers(first)
 
     def stream_for(job: Job) -> Transform:
         # A fresh stream per input: colors never carry from one input into the next, and
         # only clips are smoothed over time.
-        return colorizer.stream(options if is_clip(job.source) else single)
+        return by_job[id(job)].stream(options if is_clip(job.source) else single)
 
-    with opencv_threads(1 if colorizer.device.type == "cpu" else None), torch_threads(threads):
+    with opencv_threads(1 if first.device.type == "cpu" else None), torch_threads(threads):
         return run_jobs(
-            jobs, colorizer.batch_size, progress, transform_for=stream_for, workers=workers
-        )
+            jobs, first.batch_size, progress, transform_for=stream_for, workers=workers,
+            keep_going=keep_going,
+        )  # fmt: skip
 
 
 def _keyframes(
@@ -121,6 +153,8 @@ def _keyframes(
             f"--reference names frames of one input, but {len(jobs)} inputs were given; "
             "colorize each shot or clip with its own references"
         )
+    if jobs[0].source is None:  # it failed planning (keep_going): reported, not run
+        return {}
     return resolve_references(references, jobs[0].source.info, max_pixels)
 
 
@@ -233,6 +267,8 @@ def convert(
 ) -> JobResult:
     """Copy frames from one source to one sink unchanged: video -> frames, frames -> video.
     ``max_pixels``: as for ``colorize``."""
+    if batch_inputs(Path(input)) is not None:
+        raise InputError(f"{input} is a folder of videos; give one video or one folder of frames")
     jobs = plan([input], output, encode or EncodeOptions(), max_pixels=max_pixels)
     return run_jobs(jobs, batch_size, progress)[0]
 

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from celpaint.errors import CelpaintError
 from celpaint.io.sinks import Sink, open_sink
 from celpaint.pipeline.jobs import Job
 
@@ -27,13 +29,32 @@ log = logging.getLogger("celpaint")
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
+JobStatus = Literal["written", "done", "failed"]
+
+
 @dataclass
 class JobResult:
+    """What became of one job.
+
+    Attributes:
+        frames: frames written by this run.
+        skipped: frames already in the output (``--resume``): a frame folder's frames found
+            done, or every frame of a video or image output that existed complete.
+        status: ``"written"`` (the output was written, or finished), ``"done"`` (it was
+            complete before the run: nothing to do) or ``"failed"`` (skipped with
+            ``keep_going``; nothing partial was left at ``output``).
+        error: why it failed.
+        model: the model that colorized it and why (``Job.model``).
+    """
+
     input: Path
     output: Path
     frames: int
     skipped: int
     seconds: float
+    status: JobStatus = "written"
+    error: str | None = None
+    model: str | None = None
 
     @property
     def fps(self) -> float:
@@ -44,16 +65,18 @@ class Progress:
     """Progress callbacks; the defaults do nothing. The CLI renders them with rich."""
 
     def start(self, jobs: Sequence[Job]) -> None:
-        """Called once with every planned job (sources open, so frame counts are known)."""
+        """Called once with every planned job (the sources of runnable ones open, so frame
+        counts are known; see ``Job.runnable``)."""
 
     def job_start(self, job: Job) -> None:
-        """Called before the first frame of ``job``."""
+        """Called before the first frame of a job that runs."""
 
     def advance(self, frames: int) -> None:
         """Called after ``frames`` more frames were written (or skipped on resume)."""
 
     def job_end(self, result: JobResult) -> None:
-        """Called when a job's output is complete and in place."""
+        """Called for every job, in order: when its output is complete and in place, or
+        with ``result.status`` ``"done"`` or ``"failed"`` (see ``run_jobs``)."""
 
 
 def transform_stages(transform: Transform | None) -> list[Callable]:
@@ -213,9 +236,12 @@ def run_job(
         sink = open_sink(job.output, job.output_kind, job.source.info, job.encode, job.planned)
     run = _JobRun(job, sink, transform_stages(transform), batch_size, progress)
     output = run.run(workers)
+    # A frame folder whose every frame was there already (--resume) needed nothing.
+    status = "done" if sink.frames_written == 0 and run.skipped > 0 else "written"
     result = JobResult(
-        job.input, output, sink.frames_written, run.skipped, time.perf_counter() - started
-    )
+        job.input, output, sink.frames_written, run.skipped, time.perf_counter() - started,
+        status, model=job.model,
+    )  # fmt: skip
     progress.job_end(result)
     return result
 
@@ -353,6 +379,7 @@ def run_jobs(
     transform: Transform | None = None,
     transform_for: Callable[[Job], Transform] | None = None,
     workers: int = 1,
+    keep_going: bool = False,
 ) -> list[JobResult]:
     """Run ``jobs`` one after the other, ``batch_size`` frames at a time.
 
@@ -360,15 +387,50 @@ def run_jobs(
     such as a ``FrameStream`` whose temporal state must not cross from one input to the next)
     and takes the place of ``transform``. ``workers``: threads running the transform's first
     stage (see ``run_job``).
+
+    Jobs done earlier (``Job.done``) are reported as ``"done"`` and jobs that failed at
+    planning (``Job.error``) as ``"failed"``, without work. With ``keep_going`` a job that
+    fails while running (any ``Exception``; an interrupt still stops everything) is reported
+    as ``"failed"`` with its error, its partial output removed as on any failure, and the
+    next job starts; without it the first failure is raised.
+
+    Returns:
+        One ``JobResult`` per job, in order; ``progress.job_end`` receives each.
     """
     progress = progress or Progress()
     progress.start(jobs)
     results = []
     try:
         for job in jobs:
-            job_transform = transform_for(job) if transform_for is not None else transform
-            results.append(run_job(job, job_transform, batch_size, progress, workers=workers))
+            if not job.runnable:
+                result = _not_run(job)
+                progress.job_end(result)
+            else:
+                job_transform = transform_for(job) if transform_for is not None else transform
+                try:
+                    result = run_job(job, job_transform, batch_size, progress, workers=workers)
+                except Exception as error:
+                    if not keep_going:
+                        raise
+                    result = _failed(job, error)
+                    log.debug("%s failed", job.input, exc_info=True)
+                    progress.job_end(result)
+            results.append(result)
     finally:
         for job in jobs:
-            job.source.close()
+            if job.source is not None:
+                job.source.close()
     return results
+
+
+def _not_run(job: Job) -> JobResult:
+    if job.error is not None:
+        return JobResult(job.input, job.output, 0, 0, 0.0, "failed", job.error, job.model)
+    frames = job.source.info.frame_count if job.source is not None else 0
+    return JobResult(job.input, job.output, 0, frames, 0.0, "done", model=job.model)
+
+
+def _failed(job: Job, error: Exception) -> JobResult:
+    # celpaint's own errors say what to do; anything else is named by its type.
+    message = str(error) if isinstance(error, CelpaintError) else f"{type(error).__name__}: {error}"
+    return JobResult(job.input, job.output, 0, 0, 0.0, "failed", message, job.model)

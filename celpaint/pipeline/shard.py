@@ -44,6 +44,7 @@ from celpaint.io.sinks import (
 )
 from celpaint.io.sources import Source, SourceInfo
 from celpaint.pipeline.api import colorize_jobs
+from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, FrameStream, generator_workers
 from celpaint.pipeline.engine import JobResult, Progress, run_job
 from celpaint.pipeline.jobs import Job, is_clip, plan
@@ -147,7 +148,7 @@ def colorize_part(
     input: str | os.PathLike,
     output: str | os.PathLike,
     shard: Shard,
-    colorizer: Colorizer,
+    colorizer: Colorizer | AutoColorizer,
     options: ColorizeOptions | None = None,
     progress: Progress | None = None,
     encode: EncodeOptions | None = None,
@@ -179,12 +180,13 @@ def colorize_part(
         if folder and not (encode.overwrite or encode.resume):
             _check_part_frames_absent(job, part)
         sink = _part_sink(job, part, job.output)
+        chosen = choose([job], colorizer)[0]
     except BaseException:
         job.source.close()
         raise
     progress = progress or Progress()
     progress.start([job])
-    result = _colorize_range(job, part, sink, colorizer, options, progress)
+    result = _colorize_range(job, part, sink, chosen, options, progress)
     progress.job_end(result)
     return result
 
@@ -192,7 +194,7 @@ def colorize_part(
 def colorize_distributed(
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike | None,
-    colorizer: Colorizer,
+    colorizer: Colorizer | AutoColorizer,
     options: ColorizeOptions | None = None,
     progress: Progress | None = None,
     encode: EncodeOptions | None = None,
@@ -219,12 +221,12 @@ def colorize_distributed(
     encode = encode or EncodeOptions()
     dist, _ = distributed_setup(str(colorizer.device), "gloo", _WAIT_FOR_OTHERS)
     try:
-        jobs = _plan_everywhere(dist, inputs, output, encode, max_pixels)
+        jobs, chosen = _plan_everywhere(dist, inputs, output, encode, max_pixels, colorizer)
         reporter = (progress or Progress()) if dist.main else Progress()
         if len(jobs) == 1 and is_clip(jobs[0].source):
-            results = [_split_clip(dist, jobs[0], colorizer, options, reporter, encode, warmup)]
+            results = [_split_clip(dist, jobs[0], chosen[0], options, reporter, encode, warmup)]
         else:
-            results = _deal_jobs(dist, jobs, colorizer, options, reporter)
+            results = _deal_jobs(dist, jobs, chosen, options, reporter)
         # Every process reaches the teardown before any starts it: gloo can abort a process
         # whose peer closes the connection under it.
         dist.barrier()
@@ -239,15 +241,19 @@ def _plan_everywhere(
     output: str | os.PathLike | None,
     encode: EncodeOptions,
     max_pixels: int,
-) -> list[Job]:
-    """Every process plans the whole run; a refusal on any stops all of them."""
+    colorizer: Colorizer | AutoColorizer,
+) -> tuple[list[Job], dict[int, Colorizer]]:
+    """Every process plans the whole run and picks each input's model (``auto.choose``); a
+    refusal on any stops all of them."""
     error: CelpaintError | None = None
     jobs: list[Job] = []
+    chosen: dict[int, Colorizer] = {}
     try:
         jobs = plan(list(inputs), output, encode, max_pixels=max_pixels)
         if len(jobs) == 1 and is_clip(jobs[0].source):
             _check_splittable(jobs[0])
             split_frames(jobs[0].source.info.frame_count, dist.world_size)
+        chosen = choose(jobs, colorizer)
     except CelpaintError as caught:
         error = caught
     failures = _collect(dist, error, "planning", None)
@@ -256,15 +262,16 @@ def _plan_everywhere(
         error = InputError(f"process {rank} of the distributed run refused the work: {message}")
     if error is not None:
         for job in jobs:
-            job.source.close()
+            if job.source is not None:
+                job.source.close()
         raise error
-    return jobs
+    return jobs, chosen
 
 
 def _deal_jobs(
     dist: Dist,
     jobs: list[Job],
-    colorizer: Colorizer,
+    colorizers: dict[int, Colorizer],
     options: ColorizeOptions,
     progress: Progress,
 ) -> list[JobResult]:
@@ -277,7 +284,10 @@ def _deal_jobs(
     results: list[JobResult] = []
     error: Exception | None = None
     try:
-        results = colorize_jobs(mine, colorizer, options, progress)
+        mine_colorizers = {
+            k: colorizers[index] for k, index in enumerate(shares[dist.rank]) if index in colorizers
+        }
+        results = colorize_jobs(mine, mine_colorizers, options, progress)
     except Exception as caught:  # reported to the others, then raised
         error = caught
     failures = _collect(dist, error, "colorizing", None)

@@ -50,7 +50,7 @@ def run_cli(*args):
 def test_both_defaults_are_shipped_small_and_listed():
     models = zoo.shipped_models()
     assert {"lineart", "gray"} <= set(models)
-    assert zoo.DEFAULT_MODEL == "lineart"
+    assert zoo.DEFAULT_MODEL == "lineart"  # what auto takes for blank frames
     for name in ("lineart", "gray"):
         size = sum(p.stat().st_size for p in models[name].iterdir())
         assert size <= 20 * 2**20, f"{name} is {size / 2**20:.1f} MiB"

@@ -1,13 +1,20 @@
-"""XDoG line art on constructed flat-colored images."""
+"""XDoG line art on constructed flat-colored images; telling line art from footage."""
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from celpaint.io.frames import read_image
+from celpaint.io.media import find_ffmpeg
+from celpaint.io.video import VideoReader
 from celpaint.ops.lineart import (
     DEFAULT_PARAMS,
     LineArtParams,
+    guess_input_kind,
     line_art_batch,
+    measure_ink,
     xdog,
 )
 
@@ -161,3 +168,91 @@ def test_small_dark_features_are_ink_wide_dark_areas_are_outlined():
     assert lines[72, 48] == 0  # the pupil is solid ink
     assert lines[44:52, 48].min() < 64  # the sky's edge is a line
     assert xdog(image, ink_width=0)[20, 48] == 0  # without the width limit the sky is filled
+
+
+# --- guess_input_kind: line art or footage? -------------------------------------------------
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _first_frames(path: Path, count: int = 5) -> list[np.ndarray]:
+    frames = []
+    for frame in VideoReader(path, find_ffmpeg()):
+        frames.append(frame)
+        if len(frames) == count:
+            break
+    return frames
+
+
+def _scan(line_art: np.ndarray, rng, paper=(236, 230, 215), ink=40, noise=6.0) -> np.ndarray:
+    """Line art as a scanner sees it: tinted paper, grey ink, sensor noise, uneven light."""
+    height, width = line_art.shape
+    y, x = np.mgrid[0:height, 0:width]
+    light = 1 - 0.1 * (((x - width / 2) / width) ** 2 + ((y - height / 2) / height) ** 2)
+    soft = line_art.astype(np.float32)[..., None] / 255
+    image = (soft * np.float32(paper) + (1 - soft) * ink) * light[..., None]
+    image = image + rng.normal(0, noise, (height, width, 1))
+    return cv2.GaussianBlur(image.clip(0, 255), (0, 0), 0.7).astype(np.uint8)
+
+
+def test_the_samples_are_told_apart():
+    assert guess_input_kind(_first_frames(SAMPLES / "clip_lineart.mp4")) == "lineart"
+    assert guess_input_kind(_first_frames(SAMPLES / "clip_gray.mp4")) == "grayscale"
+    assert guess_input_kind(_first_frames(SAMPLES / "clip_color.mp4")) == "grayscale"
+
+
+def test_drawn_and_scanned_line_art_against_footage():
+    rng = np.random.default_rng(1)
+    color = [read_image(p) for p in sorted((SAMPLES / "pairs" / "color").glob("*.png"))[:6]]
+    sketches = [read_image(p) for p in sorted((SAMPLES / "pairs" / "sketch").glob("*.png"))[:6]]
+    lines = [xdog(frame) for frame in color]
+    gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in color]
+    line_art = {
+        "sketches": sketches,
+        "xdog": lines,
+        "binary xdog": [xdog(frame, threshold=0.5) for frame in color],
+        "scans": [_scan(frame, rng) for frame in lines],
+        "dim scans": [_scan(frame, rng, (210, 205, 190), ink=60, noise=10) for frame in lines],
+        "pencil": [
+            (255 - (255 - frame.astype(np.float32)) * 0.45).astype(np.uint8) for frame in lines
+        ],
+    }
+    footage = {
+        "color": color,
+        "gray": gray,
+        "grainy gray": [
+            np.clip(g + rng.normal(0, 8, g.shape), 0, 255).astype(np.uint8) for g in gray
+        ],
+        "dark gray": [(g * 0.35).astype(np.uint8) for g in gray],
+        "bright gray": [(255 - (255 - g.astype(np.float32)) * 0.5).astype(np.uint8) for g in gray],
+        "flat cels on white": [flat_shapes()[0]],
+    }
+    for name, frames in line_art.items():
+        for frame in frames:
+            assert guess_input_kind([frame]) == "lineart", name
+    for name, frames in footage.items():
+        for frame in frames:
+            assert guess_input_kind([frame]) == "grayscale", name
+
+
+def test_blank_frames_tell_nothing_and_are_skipped():
+    white = np.full((48, 64, 3), 255, np.uint8)
+    black = np.zeros((48, 64, 3), np.uint8)
+    assert measure_ink(white).blank and measure_ink(black).blank
+    assert guess_input_kind([white, black]) is None
+    assert guess_input_kind([]) is None
+    # A fade from white into line art: the blank frames do not outvote the drawing.
+    drawing = np.full((96, 128), 255, np.uint8)
+    cv2.circle(drawing, (64, 48), 30, 0, 1)
+    assert guess_input_kind([white, white, drawing]) == "lineart"
+    with pytest.raises(ValueError, match="uint8"):
+        measure_ink(np.zeros((4, 4, 3), np.float32))
+
+
+def test_large_frames_are_measured_at_the_check_size():
+    drawing = np.full((1080, 1920), 255, np.uint8)
+    for x in range(100, 1900, 150):
+        cv2.line(drawing, (x, 50), (x + 60, 1000), 0, 3)
+    assert guess_input_kind([drawing]) == "lineart"
+    footage = cv2.resize(cv2.cvtColor(flat_shapes()[0], cv2.COLOR_RGB2GRAY), (1920, 1080))
+    assert guess_input_kind([footage]) == "grayscale"

@@ -1,6 +1,7 @@
 """The streaming engine: planning outputs, concurrency, order, errors and cleanup."""
 
 import random
+import shutil
 import time
 
 import numpy as np
@@ -137,3 +138,34 @@ def test_a_file_that_appears_during_the_run_is_never_replaced(tmp_path, clip, na
     (job,) = plan([source], out, EncodeOptions(overwrite=True))
     run_jobs([job], 8, transform=_invert)
     assert out.stat().st_size > 50
+
+
+def test_keep_going_finishes_the_others_and_leaves_nothing_of_a_failure(
+    tmp_path, clip, threads_before
+):
+    batch = tmp_path / "in"
+    batch.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(clip, batch / name)
+    out = tmp_path / "out"
+    jobs = plan([batch], out, EncodeOptions())
+
+    def transform_for(job):
+        def transform(frames):
+            if job.output.name == "b.mp4":
+                raise ValueError("this batch is cursed")
+            return _invert(frames)
+
+        return transform
+
+    with pytest.raises(ValueError, match="cursed"):
+        # Without keep_going the first failure stops the batch: c is never started.
+        run_jobs(
+            plan([batch], tmp_path / "stopped", EncodeOptions()), 4, transform_for=transform_for
+        )
+    assert [p.name for p in (tmp_path / "stopped").iterdir()] == ["a.mp4"]
+    results = run_jobs(jobs, 4, transform_for=transform_for, keep_going=True)
+    assert [r.status for r in results] == ["written", "failed", "written"]
+    assert results[1].error == "ValueError: this batch is cursed" and results[1].frames == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
+    assert_nothing_left(threads_before)
