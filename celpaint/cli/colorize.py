@@ -8,24 +8,28 @@ from typing import Annotated
 import typer
 
 from celpaint.cli.options import (
+    DEFAULT_MODEL,
     Crf,
     Device,
     FFmpeg,
     Fps,
     Lossless,
     MaxPixels,
+    Model,
     NoAudio,
     Overwrite,
+    Precision,
     Preset,
     Quiet,
     Resume,
     encode_options,
     max_pixels,
 )
-from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
-from celpaint.models.zoo import DEFAULT_MODEL
-from celpaint.ops.temporal import TemporalParams
+
+# celpaint.ops.temporal.TemporalParams's defaults (a test pins them).
+TEMPORAL_STRENGTH = 0.8
+SCENE_THRESHOLD = 0.15
 
 
 def colorize_command(
@@ -42,13 +46,9 @@ def colorize_command(
             "Default: NAME_color beside each input.",
         ),
     ] = None,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Shipped model name or checkpoint directory.")
-    ] = DEFAULT_MODEL,
+    model: Model = DEFAULT_MODEL,
     device: Device = "auto",
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto (fp16 on CUDA), fp32, fp16 or bf16.")
-    ] = "auto",
+    precision: Precision = "auto",
     batch_size: Annotated[
         str, typer.Option("--batch-size", "-b", help="Frames per batch, or auto.")
     ] = "auto",
@@ -77,7 +77,7 @@ def colorize_command(
             help="0..1: weight of the previous frame's colors; higher is steadier but slower "
             "to follow real color changes.",
         ),
-    ] = TemporalParams.strength,
+    ] = TEMPORAL_STRENGTH,
     scene_threshold: Annotated[
         float,
         typer.Option(
@@ -87,7 +87,7 @@ def colorize_command(
             help="0..1: how different a frame must be from the previous one to count as a "
             "scene cut (lower: more cuts).",
         ),
-    ] = TemporalParams.scene_threshold,
+    ] = SCENE_THRESHOLD,
     flat_fill: Annotated[
         bool,
         typer.Option(
@@ -135,6 +135,8 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
+    from celpaint.cli.progress import RichProgress
+    from celpaint.ops.temporal import TemporalParams
     from celpaint.pipeline.api import colorize
     from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
 

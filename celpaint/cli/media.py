@@ -22,7 +22,6 @@ from celpaint.cli.options import (
     encode_options,
     max_pixels,
 )
-from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 
 
@@ -38,6 +37,7 @@ def extract_command(
     quiet: Quiet = False,
 ) -> None:
     """Split a clip into numbered PNG frames (frame_000001.png, ...)."""
+    from celpaint.cli.progress import RichProgress
     from celpaint.io.sinks import EncodeOptions, output_kind
     from celpaint.pipeline.api import convert
 
@@ -62,6 +62,7 @@ def assemble_command(
     quiet: Quiet = False,
 ) -> None:
     """Join a folder of frames into a video, optionally with the audio of another clip."""
+    from celpaint.cli.progress import RichProgress
     from celpaint.io.sinks import output_kind
     from celpaint.pipeline.api import convert
 
