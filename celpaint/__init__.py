@@ -8,10 +8,11 @@ The public API::
     colorize(["clip.mp4"], "clip_color.mp4", colorizer, encode=EncodeOptions(crf=16))
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 from celpaint.errors import CelpaintError, CheckpointError, InputError, ProcessingError  # noqa: E402
-from celpaint.models.checkpoint import ModelConfig, load_model, save_model  # noqa: E402
 
 __all__ = [
     "AutoColorizer",
@@ -33,10 +34,13 @@ __all__ = [
     "save_model",
 ]
 
-# The pipeline pulls in OpenCV and ffmpeg helpers; it is imported only when asked for, so that
-# `celpaint.models` stays usable (and fast to import) on its own.
+# Everything but the errors pulls in torch, OpenCV or ffmpeg helpers: it is imported only when
+# asked for, so that importing any part of celpaint (the CLI's --help above all) stays fast.
 _LAZY = {
     "AutoColorizer": "celpaint.pipeline.auto",
+    "ModelConfig": "celpaint.models.checkpoint",
+    "load_model": "celpaint.models.checkpoint",
+    "save_model": "celpaint.models.checkpoint",
     "Colorizer": "celpaint.pipeline.colorizer",
     "ColorizeOptions": "celpaint.pipeline.colorizer",
     "EncodeOptions": "celpaint.io.sinks",
@@ -50,7 +54,9 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'celpaint' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

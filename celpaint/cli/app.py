@@ -17,7 +17,7 @@ app = typer.Typer(
     name="celpaint",
     help="Colorize line-art and black-and-white animation: clips, frame folders and images.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

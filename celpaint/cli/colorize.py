@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from celpaint.cli.options import (
+    AUTO,
     Codec,
     Crf,
     Device,
@@ -18,9 +19,11 @@ from celpaint.cli.options import (
     ImageFormat,
     Lossless,
     MaxPixels,
+    Model,
     NoAudio,
     Overwrite,
     PixFmt,
+    Precision,
     Preset,
     Quiet,
     Resume,
@@ -28,9 +31,11 @@ from celpaint.cli.options import (
     encode_options,
     max_pixels,
 )
-from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError, ProcessingError
-from celpaint.ops.temporal import TemporalParams
+
+# celpaint.ops.temporal.TemporalParams's defaults (a test pins them).
+TEMPORAL_STRENGTH = 0.8
+SCENE_THRESHOLD = 0.15
 
 
 def colorize_command(
@@ -50,15 +55,7 @@ def colorize_command(
             "Default: NAME_color beside each input.",
         ),
     ] = None,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="auto (per input: lineart for line art, gray for grayscale or color "
-            "footage), a shipped model name or a checkpoint directory.",
-        ),
-    ] = "auto",
+    model: Model = AUTO,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -78,9 +75,7 @@ def colorize_command(
         ),
     ] = False,
     device: Device = "auto",
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto (fp16 on CUDA), fp32, fp16 or bf16.")
-    ] = "auto",
+    precision: Precision = "auto",
     batch_size: Annotated[
         str, typer.Option("--batch-size", "-b", help="Frames per batch, or auto.")
     ] = "auto",
@@ -109,7 +104,7 @@ def colorize_command(
             help="0..1: weight of the previous frame's colors; higher is steadier but slower "
             "to follow real color changes.",
         ),
-    ] = TemporalParams.strength,
+    ] = TEMPORAL_STRENGTH,
     scene_threshold: Annotated[
         float,
         typer.Option(
@@ -119,7 +114,7 @@ def colorize_command(
             help="0..1: how different a frame must be from the previous one to count as a "
             "scene cut (lower: more cuts).",
         ),
-    ] = TemporalParams.scene_threshold,
+    ] = SCENE_THRESHOLD,
     flat_fill: Annotated[
         bool,
         typer.Option(
@@ -192,7 +187,9 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
+    from celpaint.cli.progress import RichProgress
     from celpaint.device import rank, rank_device, world_size
+    from celpaint.ops.temporal import TemporalParams
     from celpaint.pipeline import shard as sharding
     from celpaint.pipeline.api import colorize
     from celpaint.pipeline.auto import AutoColorizer

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from celpaint.cli.options import FFmpeg, MaxPixels, Quiet, max_pixels
-from celpaint.cli.progress import stderr_console
 
 # Per-frame rows are shown for short inputs; longer ones show the mean (and the JSON has all).
 _FRAME_ROWS = 30
@@ -93,6 +92,7 @@ def evaluate_command(
     """Compare a colorized clip or frame folder with its ground truth, frame by frame: PSNR,
     SSIM, mean CIEDE2000, pixel accuracy and colorfulness (Hasler & Suesstrunk; the
     prediction's and the truth's); with --input, the temporal warping error."""
+    from celpaint.cli.progress import stderr_console
     from celpaint.evaluation.compare import evaluate
 
     to_stdout = json_path is not None and str(json_path) == "-"

@@ -26,9 +26,12 @@ from celpaint.cli.options import (
     encode_options,
     max_pixels,
 )
-from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
-from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams
+
+# celpaint.ops.lineart.DEFAULT_PARAMS (a test pins them).
+SIGMA = 0.8
+EPSILON = -0.01
+PHI = 150.0
 
 
 def lineart_command(
@@ -47,14 +50,14 @@ def lineart_command(
     ] = None,
     sigma: Annotated[
         float, typer.Option("--sigma", help="Blur in pixels; larger gives thicker lines.")
-    ] = DEFAULT_PARAMS.sigma,
+    ] = SIGMA,
     epsilon: Annotated[
         float,
         typer.Option("--epsilon", help="Edge strength where lines start; lower drops faint ones."),
-    ] = DEFAULT_PARAMS.epsilon,
+    ] = EPSILON,
     phi: Annotated[
         float, typer.Option("--phi", help="Line sharpness; higher is closer to pure black.")
-    ] = DEFAULT_PARAMS.phi,
+    ] = PHI,
     threshold: Annotated[
         float | None,
         typer.Option("--threshold", help="0..1: binary black-and-white lines (default: soft)."),
@@ -76,6 +79,8 @@ def lineart_command(
     quiet: Quiet = False,
 ) -> None:
     """Draw line art (XDoG) from color clips, frame folders or images."""
+    from celpaint.cli.progress import RichProgress
+    from celpaint.ops.lineart import LineArtParams
     from celpaint.pipeline.api import extract_line_art
 
     try:

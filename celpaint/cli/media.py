@@ -27,7 +27,6 @@ from celpaint.cli.options import (
     encode_options,
     max_pixels,
 )
-from celpaint.cli.progress import RichProgress
 from celpaint.errors import InputError
 
 
@@ -50,6 +49,7 @@ def extract_command(
     quiet: Quiet = False,
 ) -> None:
     """Split a clip into numbered frames (frame_000001.png, ... or a %0Nd sequence)."""
+    from celpaint.cli.progress import RichProgress
     from celpaint.io.sinks import EncodeOptions, output_kind
     from celpaint.pipeline.api import convert
 
@@ -80,6 +80,7 @@ def assemble_command(
     quiet: Quiet = False,
 ) -> None:
     """Join a folder of frames into a video, optionally with the audio of another clip."""
+    from celpaint.cli.progress import RichProgress
     from celpaint.io.sinks import output_kind
     from celpaint.pipeline.api import convert
 
@@ -165,7 +166,8 @@ def info_command(
         # --model auto (colorize's default) picks each shipped model for one kind of input.
         auto = {"lineart": " (auto: line art)", "grayscale": " (auto: footage)"}
         models.add_row(
-            name + auto.get(picks.get(name, ""), ""), config.input_kind, config.output, str(config.work_size),
+            name + auto.get(picks.get(name, ""), ""), config.input_kind, config.output,
+            str(config.work_size),
             config.trained_on,
         )  # fmt: skip
     if not models.rows:

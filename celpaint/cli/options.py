@@ -1,4 +1,9 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once.
+
+Nothing here imports torch, numpy or OpenCV, so that ``--help`` and shell completion stay
+fast: the library's choice lists and defaults that live in such modules are repeated here as
+literals, and ``tests/cli/test_app.py`` pins each to its owner.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,28 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+
+# celpaint.device.Precision
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# celpaint.io.video.X264_PRESETS
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+)  # fmt: skip
+# celpaint.models.zoo: DEFAULT_MODEL, AUTO and the names of shipped_models()
+DEFAULT_MODEL = "lineart"
+AUTO = "auto"
+SHIPPED_MODELS = ("gray", "lineart")
+# What --device takes besides cuda:N (celpaint.device.resolve_device)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _completer(values: tuple[str, ...]):
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values if value.startswith(incomplete)]
+
+    return complete
+
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
@@ -28,11 +55,11 @@ Crf = Annotated[
     ),
 ]
 Preset = Annotated[
-    str,
+    Literal[X264_PRESETS],
     typer.Option(
         "--preset",
-        help="H.264 speed preset (ultrafast ... veryslow): faster presets encode sooner into "
-        "larger files at the same --crf.",
+        help="H.264 speed preset: faster presets encode sooner into larger files at the same "
+        "--crf.",
     ),
 ]
 Lossless = Annotated[bool, typer.Option("--lossless", help="Bit-exact video output (large files).")]
@@ -53,7 +80,28 @@ AudioFrom = Annotated[
     Path | None,
     typer.Option("--audio-from", help="Copy the audio streams of this clip into the video."),
 ]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto, cpu, cuda, cuda:N (the N-th GPU) or mps.",
+        autocompletion=_completer(DEVICES),
+    ),
+]
+Precision = Annotated[
+    Literal[PRECISIONS],
+    typer.Option("--precision", help="Arithmetic of the model: auto is fp16 on CUDA, else fp32."),
+]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"{AUTO} (per input: lineart for line art, gray for grayscale or color footage), "
+        f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint / training run folder.",
+        autocompletion=_completer((AUTO, *SHIPPED_MODELS)),
+    ),
+]
 # None stands for io.frames.MAX_PIXELS (imported lazily: --help stays fast); see max_pixels().
 MaxPixels = Annotated[
     int | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -16,16 +16,29 @@ from rich.progress import (
 )
 
 from celpaint.cli.options import Device, FFmpeg, Overwrite, Quiet
-from celpaint.cli.progress import stderr_console
-from celpaint.errors import EXIT_INTERRUPTED
-from celpaint.training.config import RUN_FIELDS, TrainConfig
-from celpaint.training.losses import RECIPES
+from celpaint.errors import EXIT_INTERRUPTED, InputError
+from celpaint.training.config import (
+    RUN_FIELDS,
+    AlignedOrder,
+    AmpMode,
+    MatchMode,
+    ModelKind,
+    NormKind,
+    OnError,
+    PixelLoss,
+    TrainConfig,
+)
 from celpaint.training.progress import StepUpdate, TrainInfo, TrainProgress, TrainResult
 
 _DATA = "Data"
 _SCHEDULE = "Schedule"
 _NETWORKS = "Networks"
 _RUN = "Run"
+
+# The recipes' pixel losses (celpaint.training.losses.RECIPES, which imports torch; a test
+# pins these to it).
+PIXEL_LOSS_DEFAULT = "l1 for pix2pix, mse for lab"
+PIXEL_WEIGHT_DEFAULT = "100"
 
 
 def _millions(count: int) -> str:
@@ -39,20 +52,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _recipe_default(attribute: str) -> str:
-    """The recipes' default for a pixel-loss option, as help text."""
-    values = {name: getattr(recipe, attribute) for name, recipe in RECIPES.items()}
-    shown = {name: f"{value:g}" if isinstance(value, float) else str(value)
-             for name, value in values.items()}  # fmt: skip
-    if len(set(shown.values())) == 1:
-        return next(iter(shown.values()))
-    return ", ".join(f"{value} for {name}" for name, value in shown.items())
-
-
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
 def format_metrics(metrics: dict[str, float]) -> str:
     return (
         f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
@@ -64,6 +63,8 @@ class TrainDisplay(TrainProgress):
     """Draws a training run with rich: epoch, step, losses, images/s, ETA."""
 
     def __init__(self, quiet: bool = False):
+        from celpaint.cli.progress import stderr_console
+
         self.quiet = quiet
         self.console = stderr_console()
         self._progress = Progress(
@@ -129,8 +130,9 @@ class TrainDisplay(TrainProgress):
         if not self._started and not self.quiet:
             self._progress.start()
             self._started = True
+        epoch = min(info.start_step // max(info.steps_per_epoch, 1) + 1, info.epochs)
         self._steps = self._progress.add_task(
-            f"epoch {info.start_step // max(info.steps_per_epoch, 1) + 1}/{info.epochs}",
+            f"epoch {epoch}/{info.epochs}",
             total=info.total_steps,
             completed=info.start_step,
             losses="",
@@ -175,6 +177,13 @@ class TrainDisplay(TrainProgress):
         self._stop()
         if self.quiet:
             return
+        if result.finished_before:
+            epochs = f"{result.epochs_done} epoch{'s' if result.epochs_done != 1 else ''}"
+            self._print(
+                f"{result.out} has finished its {epochs} ({result.step} steps); nothing to do. "
+                "Raise --epochs to train it further."
+            )
+            return
         skipped = f"; {len(result.skipped)} unreadable images skipped" if result.skipped else ""
         if result.interrupted:
             self._print(
@@ -184,8 +193,10 @@ class TrainDisplay(TrainProgress):
             )
             return
         scores = f"; last validation: {format_metrics(result.metrics)}" if result.metrics else ""
+        steps = result.step - result.start_step
+        resumed = f" (steps {result.start_step + 1}-{result.step})" if result.start_step else ""
         self._print(
-            f"trained {result.step} steps in {_duration(result.seconds)} "
+            f"trained {steps} steps{resumed} in {_duration(result.seconds)} "
             f"({result.images_per_second:.1f} img/s){scores}{skipped}. Colorize with: "
             f"celpaint colorize --model {result.out} INPUT"
         )
@@ -194,11 +205,27 @@ class TrainDisplay(TrainProgress):
 def train_command(
     ctx: typer.Context,
     out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Run folder (generator/, train_state.pt, logs)."),
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder (config.json, generator/, train_state.pt, logs); required unless "
+            "--config sets out.",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Start from the options in this file: a run's config.json, or a .toml file "
+            "with the same keys. Options given here override the file's; the file's override "
+            "the defaults.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
-        str,
+        ModelKind,
         typer.Option(
             "--model",
             "-m",
@@ -244,14 +271,14 @@ def train_command(
         ),
     ] = TrainConfig.val_fraction,
     match: Annotated[
-        str,
+        MatchMode,
         typer.Option(
             help="Pair --sketch and --color files by name or by sorted order.",
             rich_help_panel=_DATA,
         ),
     ] = TrainConfig.match,
     aligned_order: Annotated[
-        str,
+        AlignedOrder,
         typer.Option(
             help="Halves of --aligned images: sketch-color or color-sketch.",
             rich_help_panel=_DATA,
@@ -261,7 +288,7 @@ def train_command(
         int, typer.Option(help="Keep every N-th frame of a clip.", rich_help_panel=_DATA)
     ] = TrainConfig.frame_step,
     on_error: Annotated[
-        str,
+        OnError,
         typer.Option(
             help="An unreadable image: skip it (with a warning) or stop.", rich_help_panel=_DATA
         ),
@@ -308,16 +335,16 @@ def train_command(
         int, typer.Option(help="Random seed.", rich_help_panel=_SCHEDULE)
     ] = TrainConfig.seed,
     pixel_loss: Annotated[
-        str | None,
+        PixelLoss | None,
         typer.Option(
-            help=f"Pixel loss: l1 or mse. (default: {_recipe_default('pixel')})",
+            help=f"Pixel loss. (default: {PIXEL_LOSS_DEFAULT})",
             rich_help_panel=_SCHEDULE,
         ),
     ] = TrainConfig.pixel_loss,
     pixel_weight: Annotated[
         float | None,
         typer.Option(
-            help=f"Weight of the pixel loss. (default: {_recipe_default('pixel_weight')})",
+            help=f"Weight of the pixel loss. (default: {PIXEL_WEIGHT_DEFAULT})",
             rich_help_panel=_SCHEDULE,
         ),
     ] = TrainConfig.pixel_weight,
@@ -335,7 +362,7 @@ def train_command(
         int, typer.Option(help="U-Net channel cap.", rich_help_panel=_NETWORKS)
     ] = TrainConfig.max_channels,
     norm: Annotated[
-        str, typer.Option(help="batch, instance or none.", rich_help_panel=_NETWORKS)
+        NormKind, typer.Option(help="Normalisation layers.", rich_help_panel=_NETWORKS)
     ] = TrainConfig.norm,
     dropout: Annotated[
         float,
@@ -369,7 +396,8 @@ def train_command(
     ] = TrainConfig.size_multiple,
     device: Device = TrainConfig.device,
     amp: Annotated[
-        str, typer.Option(help="Mixed precision: auto (on CUDA), on or off.", rich_help_panel=_RUN)
+        AmpMode,
+        typer.Option(help="Mixed precision: auto is on with CUDA.", rich_help_panel=_RUN),
     ] = TrainConfig.amp,
     workers: Annotated[
         int, typer.Option(help="Data loader processes.", rich_help_panel=_RUN)
@@ -405,24 +433,19 @@ def train_command(
     quiet: Quiet = False,
 ) -> None:
     """Train a colorization model on line art (or grayscale) and colored frames."""
+    from celpaint.training.config import read_config_file
     from celpaint.training.loop import train
 
-    config = TrainConfig(
-        model=model, out=str(out), sketch=_text(sketch), color=_text(color),
-        aligned=_text(aligned), val=_text(val), val_sketch=_text(val_sketch),
-        val_fraction=val_fraction, match=match, aligned_order=aligned_order,
-        frame_step=frame_step, on_error=on_error, cache=not no_cache, epochs=epochs,
-        batch_size=batch_size, crop=crop, work_size=work_size, lr=lr, beta1=beta1,
-        decay_start=decay_start, seed=seed, pixel_loss=pixel_loss, pixel_weight=pixel_weight,
-        depth=depth, base_channels=base_channels, max_channels=max_channels, norm=norm,
-        dropout=dropout, disc_base_channels=disc_channels, disc_layers=disc_layers, init=init,
-        size_multiple=size_multiple,
-        device=device, amp=amp, workers=workers, threads=threads, save_every=save_every,
-        samples=samples, val_limit=val_limit, resume=resume, overwrite=overwrite, ffmpeg=ffmpeg,
-    )  # fmt: skip
-    # On --resume the run's saved options win; only the ones given here (and the options of
-    # this invocation, RUN_FIELDS) may override them.
-    explicit = _given_options(ctx) | set(RUN_FIELDS)
+    given = _given_options(ctx)
+    file_options = read_config_file(config_file) if config_file is not None else {}
+    options = _options(ctx.params)
+    values = {**file_options, **{name: options[name] for name in given}}
+    if "out" not in values:
+        raise InputError("pass --out RUN_FOLDER (or set out in the --config file)")
+    config = TrainConfig(**values)
+    # On --resume the run's saved options win; only the ones given here or in the file (and
+    # the options of this invocation, RUN_FIELDS) may override them.
+    explicit = set(file_options) | given | set(RUN_FIELDS)
     with TrainDisplay(quiet=quiet) as display:
         result = train(config, display, explicit=explicit)
     if result.interrupted:
@@ -431,6 +454,23 @@ def train_command(
 
 # Command-line parameters whose TrainConfig field has another name.
 _FIELD_NAMES = {"disc_channels": "disc_base_channels", "no_cache": "cache"}
+# Parameters of the command that are not options of the run.
+_NOT_OPTIONS = {"quiet", "config_file"}
+
+
+def _options(params: dict[str, Any]) -> dict[str, Any]:
+    """The command's parameters as TrainConfig fields (paths as text, ``--no-cache`` as
+    ``cache``)."""
+    options = {}
+    for name, value in params.items():
+        if name in _NOT_OPTIONS:
+            continue
+        if name == "no_cache":
+            value = not value
+        elif isinstance(value, Path):
+            value = str(value)
+        options[_FIELD_NAMES.get(name, name)] = value
+    return options
 
 
 def _given_options(ctx: typer.Context) -> set[str]:
@@ -441,4 +481,4 @@ def _given_options(ctx: typer.Context) -> set[str]:
         source = ctx.get_parameter_source(name)
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             given.add(_FIELD_NAMES.get(name, name))
-    return given - {"quiet"}
+    return given - _NOT_OPTIONS

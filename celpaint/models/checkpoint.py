@@ -104,6 +104,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
         version = data.get("format_version")
+        if version is None and "arch" not in data:
+            # A training run's own config.json (its options) before its first checkpoint.
+            raise CheckpointError(
+                f"{source} is not a model's config: a training run that has saved no "
+                "generator yet? Resume or finish the run first."
+            )
         if version != FORMAT_VERSION:
             raise CheckpointError(
                 f"{source} has checkpoint format version {version!r}; this celpaint reads "
@@ -285,12 +291,13 @@ def checkpoint_directory(directory: str | os.PathLike) -> Path:
     Anything else is returned unchanged, for the loader to report.
     """
     path = Path(directory)
-    if (path / CONFIG_NAME).is_file():
-        return path
     if path.is_dir():
+        # First: a run folder has a config.json of its own (the run's options).
         for candidate in (path / "generator", previous_directory(path / "generator")):
             if (candidate / CONFIG_NAME).is_file():
                 return candidate
+    if (path / CONFIG_NAME).is_file():
+        return path
     previous = previous_directory(path)
     if not path.exists() and (previous / CONFIG_NAME).is_file():
         return previous

@@ -213,9 +213,10 @@ def plan(
     it. A batch folder (a folder of videos, ``batch_inputs``; with ``recursive`` a tree of
     clips and frame folders) gives a folder mirroring its tree, with one output per input in
     it. Without ``output`` each result goes beside its input as ``NAME_<tag>`` (a batch
-    folder's as ``FOLDER_<tag>/``). No output may be an input of any job, or ``options.audio_from``, under any name
-    (``frames.check_spares_inputs``). With ``options.resume`` a video or image output that
-    exists is complete (``Job.done``) and its source is closed.
+    folder's as ``FOLDER_<tag>/``). No output may be an input of any job, or
+    ``options.audio_from``, under any name (``frames.check_spares_inputs``). With
+    ``options.resume`` a video or image output that exists is complete (``Job.done``) and
+    its source is closed.
 
     Args:
         max_pixels: the largest frame read (``open_source``).

@@ -1,15 +1,35 @@
-"""``TrainConfig``: every option of a training run, each with its one default, checked once."""
+"""``TrainConfig``: every option of a training run, each with its one default, checked once.
+
+Pure data (no torch): the CLI reads its defaults and choices while drawing ``--help``. The
+choice types below are the lists of allowed values; ``celpaint train`` offers exactly these.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from celpaint.color.task import TASKS, Task, task_named
 from celpaint.errors import InputError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
+
+# The model variants (``celpaint.color.task.TASKS``, pinned by a test).
 ModelKind = Literal["pix2pix", "lab"]
+# Normalisation layers (``celpaint.models.layers.NORM_KINDS``, pinned by a test).
+NormKind = Literal["batch", "instance", "none"]
+AmpMode = Literal["auto", "on", "off"]
+PixelLoss = Literal["l1", "mse"]
+# How training data is paired and read (``celpaint.training.data.DataSpec``).
+MatchMode = Literal["name", "order"]
+AlignedOrder = Literal["sketch-color", "color-sketch"]
+OnError = Literal["skip", "stop"]
 
 # Options that change the networks: a resumed run must keep them.
 ARCH_FIELDS = (
@@ -56,9 +76,14 @@ RUN_FIELDS = (
 GENERATOR_FIELDS = ("depth", "base_channels", "max_channels", "norm", "dropout")
 
 
+# What one invocation does with ``out``: not an option of the run, so not in a config file.
+ACTION_FIELDS = ("resume", "overwrite")
+
+
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; saved (resolved) in ``train_state.pt``.
+    """Everything a training run needs; saved (resolved) in ``train_state.pt`` and, readable,
+    in the run's ``config.json`` (``run_options``).
 
     Data (see ``celpaint.training.data.DataSpec``): ``sketch`` + ``color`` folders,
     ``aligned`` folder, or ``color`` alone (folder or clip); ``val`` / ``val_sketch`` or
@@ -67,7 +92,7 @@ class TrainConfig:
     Schedule: Adam (``lr``, ``beta1``, ``beta2``) for both networks, constant for the first
     ``decay_start`` share of the steps, then linearly decaying towards 0 (pix2pix).
 
-    Networks: ``model`` names the variant (``celpaint.color.task``: ``"pix2pix"`` or ``"lab"``);
+    Networks: ``model`` names the variant (``ModelKind``, a ``celpaint.color.task`` name);
     the U-Net generator (``depth``, ``base_channels``, ``max_channels``, ``norm``,
     ``dropout``) and the PatchGAN (``disc_base_channels``, ``disc_layers``; 3 layers give the
     70x70 receptive field). ``init`` starts the generator from a shipped model name or a
@@ -99,10 +124,10 @@ class TrainConfig:
     val: str | None = None
     val_sketch: str | None = None
     val_fraction: float = 0.05
-    match: str = "name"
-    aligned_order: str = "sketch-color"
+    match: MatchMode = "name"
+    aligned_order: AlignedOrder = "sketch-color"
     frame_step: int = 1
-    on_error: str = "skip"
+    on_error: OnError = "skip"
     cache: bool = True
     epochs: int = 20
     batch_size: int = 4
@@ -116,16 +141,16 @@ class TrainConfig:
     depth: int = 7
     base_channels: int = 32
     max_channels: int = 192
-    norm: str = "batch"
+    norm: NormKind = "batch"
     dropout: float = 0.5
     disc_base_channels: int = 32
     disc_layers: int = 3
-    pixel_loss: str | None = None
+    pixel_loss: PixelLoss | None = None
     pixel_weight: float | None = None
     init: str | None = None
     size_multiple: int | None = None
     device: str = "auto"
-    amp: str = "auto"
+    amp: AmpMode = "auto"
     workers: int = 2
     threads: int | None = None
     save_every: int = 500
@@ -145,16 +170,14 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    @property
-    def task(self) -> Task:
-        """The model variant ``model`` names (what the generator sees and predicts)."""
-        return task_named(self.model)
-
     def check(self) -> None:
         """Reject values that cannot work, with the option to fix (before anything is read or
-        written)."""
-        if self.model not in TASKS:
-            raise InputError(f"--model must be {' or '.join(TASKS)}, got {self.model!r}")
+        written).
+
+        Raises:
+            InputError: a value of the wrong type, outside its range or not among its choices.
+        """
+        _check_kinds(self)
         for name, (low, high) in _INT_RANGES.items():
             value = getattr(self, name)
             if value is None and name in _OPTIONAL:
@@ -181,10 +204,6 @@ class TrainConfig:
                 raise InputError(f"{option_name(name)} must be a number {span}, got {value!r}")
         if not self.lr > 0:
             raise InputError(f"--lr must be positive, got {self.lr}")
-        if self.amp not in ("auto", "on", "off"):
-            raise InputError(f"--amp must be auto, on or off, got {self.amp!r}")
-        if self.pixel_loss not in (None, "l1", "mse"):
-            raise InputError(f"--pixel-loss must be l1 or mse, got {self.pixel_loss!r}")
         if self.resume and self.overwrite:
             raise InputError("--resume continues the run in --out and --overwrite replaces it; "
                              "pass one of them")  # fmt: skip
@@ -192,8 +211,34 @@ class TrainConfig:
         if multiple is not None and (multiple & (multiple - 1) or self.crop % multiple):
             raise InputError(f"--size-multiple must be a power of two that divides --crop "
                              f"{self.crop}, got {multiple}")  # fmt: skip
-        if self.norm not in ("batch", "instance", "none"):
-            raise InputError(f"--norm must be batch, instance or none, got {self.norm!r}")
+
+
+def choices(field_name: str) -> tuple[str, ...]:
+    """The allowed values of a choice option of ``TrainConfig`` (``"norm"`` -> ``("batch",
+    "instance", "none")``); empty for other options."""
+    kind = _FIELD_TYPES[field_name]
+    # A Literal, or an optional one (``PixelLoss | None``).
+    literals = [k for k in (kind, *get_args(kind)) if get_origin(k) is Literal]
+    return get_args(literals[0]) if literals else ()
+
+
+def _check_kinds(config: TrainConfig) -> None:
+    """Raise ``InputError`` for a choice not among its values, or a text or yes/no option of
+    another type (a config file can hold anything)."""
+    for name, kind in _FIELD_TYPES.items():
+        value = getattr(config, name)
+        optional = type(None) in get_args(kind)
+        if value is None and optional:
+            continue
+        allowed = choices(name)
+        if allowed:
+            if value not in allowed:
+                raise InputError(f"{option_name(name)} must be one of {', '.join(allowed)}, got "
+                                 f"{value!r}")  # fmt: skip
+        elif str in (kind, *get_args(kind)) and not isinstance(value, str):
+            raise InputError(f"{option_name(name)} must be text, got {value!r}")
+        elif kind is bool and not isinstance(value, bool):
+            raise InputError(f"{option_name(name)} must be true or false, got {value!r}")
 
 
 # Limits of the numeric options. Upper limits only where a larger value cannot be meant and
@@ -233,6 +278,8 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
 _OPTIONAL = ("threads", "pixel_weight", "size_multiple")
 # TrainConfig fields whose command-line option has another name.
 _OPTION_NAMES = {"disc_base_channels": "--disc-channels", "cache": "--no-cache"}
+# The fields' types, resolved (``ModelKind``, ``int | None``, ...).
+_FIELD_TYPES: dict[str, Any] = get_type_hints(TrainConfig)
 
 
 def option_name(field_name: str) -> str:
@@ -248,26 +295,50 @@ def explicit_fields(config: TrainConfig) -> set[str]:
             if getattr(config, f.name) != getattr(defaults, f.name)}  # fmt: skip
 
 
-def generator_args(config: TrainConfig) -> dict[str, Any]:
-    """Constructor arguments of the U-Net that ``config`` describes."""
-    task = config.task
-    return {
-        "in_channels": task.in_channels,
-        "out_channels": task.out_channels,
-        "depth": config.depth,
-        "base_channels": config.base_channels,
-        "max_channels": config.max_channels,
-        "norm": config.norm,
-        "dropout": config.dropout,
-    }
+def run_options(config: TrainConfig) -> dict[str, Any]:
+    """The options of the run ``config`` describes, as a run's ``config.json`` and a config
+    file hold them: every field but ``ACTION_FIELDS``, by field name."""
+    return {k: v for k, v in config.to_dict().items() if k not in ACTION_FIELDS}
 
 
-def discriminator_args(config: TrainConfig) -> dict[str, Any]:
-    """Constructor arguments of the PatchGAN: it sees the input and an output together."""
-    task = config.task
-    return {
-        "in_channels": task.in_channels + task.out_channels,
-        "base_channels": config.disc_base_channels,
-        "n_layers": config.disc_layers,
-        "norm": config.norm,
-    }
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The options in a config file: a JSON object (a run's ``config.json``) or, for a
+    ``.toml`` file, a TOML table, keyed by ``TrainConfig`` field names (``-`` may stand for
+    ``_``). Values are checked later, with the command line's, by ``TrainConfig.check``.
+
+    Raises:
+        InputError: the file is missing, unreadable or not valid JSON / TOML, is not an object
+            or table, or names options that do not exist or that belong on the command line
+            (``--resume``, ``--overwrite``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"--config {path}: cannot read it ({error})") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise InputError(f"--config {path} is not valid TOML: {error}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"--config {path} is not valid JSON ({error}); name a .toml "
+                             "file for TOML") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise InputError(f"--config {path} must hold an object of options, like a run's "
+                         "config.json")  # fmt: skip
+    options = {str(key).replace("-", "_"): value for key, value in data.items()}
+    known = {f.name for f in fields(TrainConfig)} - set(ACTION_FIELDS)
+    actions = sorted(set(options) & set(ACTION_FIELDS))
+    if actions:
+        raise InputError(f"--config {path}: {', '.join(actions)} is what one run does, not an "
+                         f"option of the run; pass {' '.join(option_name(a) for a in actions)} "
+                         "on the command line")  # fmt: skip
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"--config {path}: unknown option(s) {', '.join(unknown)}; the options "
+                         f"are {', '.join(sorted(known))}")  # fmt: skip
+    return options

@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import torch
@@ -47,12 +47,10 @@ from celpaint.io.frames import list_images, read_image
 from celpaint.io.sources import open_source
 from celpaint.ops.geometry import resize_to_work
 from celpaint.ops.lineart import xdog
+from celpaint.training.config import AlignedOrder, MatchMode, OnError
 
 log = logging.getLogger("celpaint")
 
-MatchMode = Literal["name", "order"]
-AlignedOrder = Literal["sketch-color", "color-sketch"]
-OnError = Literal["skip", "stop"]
 LoadProgress = Callable[[int, int], None]
 
 _LIST_LIMIT = 5
@@ -364,9 +362,9 @@ def check_spec(spec: DataSpec, needs_line_art: bool) -> None:
         raise InputError("--val-sketch needs --val, the colored validation frames")
     if not 0 <= spec.val_fraction < 1:
         raise InputError(f"--val-fraction must be in [0, 1), got {spec.val_fraction}")
-    if spec.on_error not in ("skip", "stop"):
+    if spec.on_error not in get_args(OnError):
         raise InputError(f"--on-error must be 'skip' or 'stop', got {spec.on_error!r}")
-    if spec.aligned_order not in ("sketch-color", "color-sketch"):
+    if spec.aligned_order not in get_args(AlignedOrder):
         raise InputError(
             f"--aligned-order must be 'sketch-color' or 'color-sketch', got {spec.aligned_order!r}"
         )

@@ -19,10 +19,41 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from celpaint.color.task import Task, task_named
 from celpaint.errors import InputError
 from celpaint.models.checkpoint import unwrap
 from celpaint.training.config import TrainConfig
 from celpaint.training.losses import GanRecipe, recipe_for
+
+
+def config_task(config: TrainConfig) -> Task:
+    """The model variant ``config.model`` names (what the generator sees and predicts)."""
+    return task_named(config.model)
+
+
+def generator_args(config: TrainConfig) -> dict[str, Any]:
+    """Constructor arguments of the U-Net that ``config`` describes."""
+    task = config_task(config)
+    return {
+        "in_channels": task.in_channels,
+        "out_channels": task.out_channels,
+        "depth": config.depth,
+        "base_channels": config.base_channels,
+        "max_channels": config.max_channels,
+        "norm": config.norm,
+        "dropout": config.dropout,
+    }
+
+
+def discriminator_args(config: TrainConfig) -> dict[str, Any]:
+    """Constructor arguments of the PatchGAN: it sees the input and an output together."""
+    task = config_task(config)
+    return {
+        "in_channels": task.in_channels + task.out_channels,
+        "base_channels": config.disc_base_channels,
+        "n_layers": config.disc_layers,
+        "norm": config.norm,
+    }
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -117,7 +148,7 @@ class Trainer:
         distributed: bool = False,
     ):
         self.config = config
-        self.task = config.task
+        self.task = config_task(config)
         self.device = torch.device(device)
         self.recipe: GanRecipe = recipe_for(self.task, config.pixel_loss, config.pixel_weight)
         self.memory_format = (
@@ -273,6 +304,16 @@ class Trainer:
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         self.scheduler_g.load_state_dict(state["scheduler_g"])
         self.scheduler_d.load_state_dict(state["scheduler_d"])
+        # The optimizers kept the learning rate of the saved schedule; a run resumed with other
+        # --epochs goes on with the schedule of its new length (``total_steps``) at once.
+        for scheduler in (self.scheduler_g, self.scheduler_d):
+            for group, base, factor in zip(
+                scheduler.optimizer.param_groups,
+                scheduler.base_lrs,
+                scheduler.lr_lambdas,
+                strict=True,
+            ):
+                group["lr"] = base * factor(scheduler.last_epoch)
         if self.amp:
             if state.get("scaler_g"):
                 self.scaler_g.load_state_dict(state["scaler_g"])

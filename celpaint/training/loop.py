@@ -37,9 +37,8 @@ from celpaint.training.config import (
     GENERATOR_FIELDS,
     SCHEDULE_FIELDS,
     TrainConfig,
-    discriminator_args,
     explicit_fields,
-    generator_args,
+    option_name,
 )
 from celpaint.training.data import (
     DataSpec,
@@ -48,7 +47,14 @@ from celpaint.training.data import (
     build_datasets,
 )
 from celpaint.training.distributed import Dist, distributed_setup, stop_on_signals
-from celpaint.training.gan import Trainer, init_weights, parameter_count
+from celpaint.training.gan import (
+    Trainer,
+    config_task,
+    discriminator_args,
+    generator_args,
+    init_weights,
+    parameter_count,
+)
 from celpaint.training.progress import StepUpdate, TrainInfo, TrainProgress, TrainResult
 from celpaint.training.rundir import (
     DATA_OPTIONS,
@@ -61,9 +67,11 @@ from celpaint.training.rundir import (
     clean_run_folder,
     clear_run_files,
     disk_errors,
+    edited_run_options,
     load_train_state,
     sample_grid,
     save_train_state,
+    write_run_config,
 )
 from celpaint.training.validation import colorize_frames, validation_colorizer
 
@@ -114,7 +122,7 @@ def train(
         # all of them (instead of leaving the others waiting at the first collective).
         error: CelpaintError | None = None
         try:
-            run, info = _prepare(config, explicit, dist, device_text, reporter, stop, lock)
+            prepared = _prepare(config, explicit, dist, device_text, reporter, stop, lock)
         except CelpaintError as caught:
             error = caught
         failures = dist.gather_errors(error)
@@ -123,6 +131,10 @@ def train(
         if failures:
             rank, message = failures[0]
             raise InputError(f"process {rank} of the distributed run failed: {message}")
+        if isinstance(prepared, TrainResult):  # a resumed run with nothing left to do
+            reporter.end(prepared)
+            return prepared
+        run, info = prepared
         reporter.start(info)
         signals = stop_on_signals(stop, reporter.stopping) if handle_signals else nullcontext()
         with signals, disk_errors(run.out):
@@ -149,11 +161,20 @@ def _prepare(
     reporter: TrainProgress,
     stop: threading.Event,
     lock: RunLock,
-) -> tuple[_Run, TrainInfo]:
+) -> tuple[_Run, TrainInfo] | TrainResult:
     """Check the output folder, resolve the config, read the data, build the networks, and
-    (rank 0) lock the run folder, creating it."""
+    (rank 0) lock the run folder, creating it. A resumed run that has nothing left to do
+    returns its result at once, before any data is read."""
     out = Path(config.out)
     config, saved_state = _resolve_config(config, explicit, out, lock if dist.main else None)
+    if saved_state is not None:
+        finished = _finished_result(config, saved_state, out)
+        if finished is not None:
+            if dist.main:
+                # Nothing to train, but what a killed session left half written still goes.
+                lock.acquire(create=True)
+                clean_run_folder(out)
+            return finished
     device, _ = choose_device(device_text, "fp32")
     torch.manual_seed(config.seed + dist.rank)
     random.seed(config.seed + dist.rank)
@@ -161,7 +182,7 @@ def _prepare(
     _check_crop(config, gen_config.size_multiple)
     spec = DataSpec(**{data.name: getattr(config, data.name) for data in fields(DataSpec)})
     train_set, val_set, report = build_datasets(
-        spec, config.task.takes_line_art, config.crop, config.work_size,
+        spec, config_task(config).takes_line_art, config.crop, config.work_size,
         min_train=config.batch_size * dist.world_size, ffmpeg=config.ffmpeg,
         progress=reporter.loading,
     )  # fmt: skip
@@ -214,11 +235,36 @@ def _resolve_config(
     if not config.resume:
         return config, None
     saved_state = load_train_state(out / STATE_NAME)
+    edited = edited_run_options(out, saved_state["config"])
+    if edited:
+        log.warning(
+            "%s differs from the run's saved state in %s; the run continues with the saved "
+            "options and rewrites it (pass changes as options: --epochs lengthens a run)",
+            out / "config.json", ", ".join(edited),
+        )  # fmt: skip
     config = resolve_resume(config, saved_state["config"], explicit)
     config.check()
     # The data paths may come from the saved run.
     check_not_an_input(out, _data_paths(config))
     return config, saved_state
+
+
+def _finished_result(
+    config: TrainConfig, saved_state: dict[str, Any], out: Path
+) -> TrainResult | None:
+    """The result of a resumed run that has trained every step of its ``epochs`` (perhaps
+    fewer than before) and reported every epoch; None if anything is left to do."""
+    steps_per_epoch = int(saved_state.get("steps_per_epoch") or 0)
+    step = int(saved_state["step"])
+    if not steps_per_epoch or step < steps_per_epoch * config.epochs:
+        return None
+    epochs_done = step // steps_per_epoch
+    if int(saved_state.get("epochs_validated", 0)) < epochs_done:
+        return None
+    return TrainResult(
+        out=out, step=step, total_steps=step, epochs_done=epochs_done, interrupted=False,
+        seconds=0.0, images_per_second=0.0, start_step=step, finished_before=True,
+    )  # fmt: skip
 
 
 def _data_paths(config: TrainConfig) -> dict[str, str | None]:
@@ -247,7 +293,7 @@ def _generator(
         init_weights(generator)
     if config.size_multiple is not None:
         size_multiple = config.size_multiple
-    task = config.task
+    task = config_task(config)
     gen_config = ModelConfig(
         arch=arch, arch_args=arch_args, input_kind=task.input_kind, output=task.output,
         size_multiple=size_multiple, work_size=config.work_size,
@@ -265,7 +311,7 @@ def _discriminator(
         discriminator = registry.build("patchgan", **discriminator_args(config))
         if saved_state is None:
             init_weights(discriminator)
-    task = config.task
+    task = config_task(config)
     disc_config = ModelConfig(
         arch="patchgan", arch_args=discriminator_args(config), input_kind=task.input_kind,
         output=task.output, size_multiple=1, work_size=config.work_size,
@@ -337,36 +383,55 @@ def _loader(
 
 def resolve_resume(config: TrainConfig, saved: dict[str, Any], explicit: set[str]) -> TrainConfig:
     """The config a resumed run continues with: the saved one, with run-time options
-    (device, workers, data paths, save interval...) taken from ``config`` where given.
+    (device, workers, data paths, save interval...) and ``epochs`` taken from ``config`` where
+    given. A new ``epochs`` changes the run's length: its learning-rate schedule is that of
+    the new length from the resumed step on.
 
     Raises:
-        CheckpointError: an architecture option differs from the run's.
-        InputError: a schedule option differs (the run would not continue its schedule).
+        CheckpointError: architecture options differ from the run's (all of them named).
+        InputError: schedule options differ (the run would not continue its schedule).
     """
     previous = TrainConfig.from_dict(saved)
-    for name in ARCH_FIELDS:
-        if name in explicit and getattr(config, name) != getattr(previous, name):
-            raise CheckpointError(
-                f"--resume: the run in {config.out} was trained with {name} = "
-                f"{getattr(previous, name)!r}, not {getattr(config, name)!r}; a resumed run keeps "
-                "its architecture (drop the option, or start a new run with --init "
-                f"{config.out})"
-            )
-    for name in SCHEDULE_FIELDS:
-        if name in explicit and getattr(config, name) != getattr(previous, name):
-            raise InputError(
-                f"--resume continues the run's schedule, which has {name} = "
-                f"{getattr(previous, name)!r}; drop --{name.replace('_', '-')}, or start a new "
-                f"run with --init {config.out} to train further with other settings"
-            )
+    arch = _differences(config, previous, explicit, ARCH_FIELDS)
+    if arch:
+        raise CheckpointError(
+            f"--resume keeps the architecture of the run in {config.out}, and these options "
+            f"differ from it: {arch}; drop them, or start a new run with --init {config.out}"
+        )
+    schedule = _differences(config, previous, explicit, SCHEDULE_FIELDS, ("epochs",))
+    if schedule:
+        raise InputError(
+            f"--resume continues the schedule of the run in {config.out}, and these options "
+            f"differ from it: {schedule}; drop them (only --epochs may change: it lengthens or "
+            f"shortens the run), or start a new run with --init {config.out} to train further "
+            "with other settings"
+        )
     merged = previous.to_dict()
     for name in explicit:
-        if name not in ARCH_FIELDS and name not in SCHEDULE_FIELDS:
+        if name not in ARCH_FIELDS and (name not in SCHEDULE_FIELDS or name == "epochs"):
             merged[name] = getattr(config, name)
     merged["resume"] = True
     merged["overwrite"] = False
     merged["out"] = config.out
     return TrainConfig.from_dict(merged)
+
+
+def _differences(
+    config: TrainConfig,
+    previous: TrainConfig,
+    explicit: set[str],
+    names: tuple[str, ...],
+    free: tuple[str, ...] = (),
+) -> str:
+    """The options among ``names`` (but ``free``) set in ``config`` to other values than
+    ``previous``'s, as "--depth 4 (the run's: 3), ..."; empty if none."""
+    return ", ".join(
+        f"{option_name(name)} {getattr(config, name)!r} (the run's: {getattr(previous, name)!r})"
+        for name in names
+        if name in explicit
+        and name not in free
+        and getattr(config, name) != getattr(previous, name)
+    )
 
 
 def _load_init(
@@ -380,7 +445,7 @@ def _load_init(
     """
     directory = zoo.generator_directory(config.init)
     generator, model_config = load_model(directory)
-    task, theirs = config.task, model_config.task
+    task, theirs = config_task(config), model_config.task
     if theirs is not task:
         raise InputError(
             f"--init {config.init} is a {theirs.input_kind} -> {theirs.output} model, but "
@@ -443,6 +508,7 @@ class _Run:
             if config.overwrite:
                 clear_run_files(self.out)
             self.writer = RunWriter(self.out, self.resume_step)
+            write_run_config(self.out, config)
         self.dist.barrier()
         if self.resume_step is not None:
             self.saved_step = trainer.step
@@ -493,7 +559,7 @@ class _Run:
             out=self.out, step=trainer.step, total_steps=self.total_steps,
             epochs_done=trainer.step // self.steps_per_epoch, interrupted=interrupted,
             seconds=seconds, images_per_second=trained / seconds if seconds > 0 else 0.0,
-            metrics=dict(self.last_metrics),
+            metrics=dict(self.last_metrics), start_step=start_step,
         )  # fmt: skip
 
     def _finish_epochs(self, epochs_done: int) -> None:

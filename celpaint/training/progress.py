@@ -45,7 +45,12 @@ class StepUpdate:
 
 @dataclass
 class TrainResult:
-    """How a run ended."""
+    """How a run ended.
+
+    ``step`` counts the run's steps, ``start_step`` those done before this call (resumed
+    runs); ``seconds`` and ``images_per_second`` cover this call's steps alone.
+    ``finished_before``: a resumed run that had nothing left to do (and did nothing).
+    """
 
     out: Path
     step: int
@@ -56,6 +61,8 @@ class TrainResult:
     images_per_second: float
     metrics: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    start_step: int = 0
+    finished_before: bool = False
 
 
 class TrainProgress:

@@ -2,6 +2,8 @@
 
     generator/         the generator in the checkpoint format (what `colorize --model` loads)
     discriminator/     the discriminator, same format
+    config.json        the run's options (``config.run_options``), readable; ``celpaint train
+                       --config`` starts a run from it
     train_state.pt     everything --resume needs: step, epoch, both networks' weights, optimizers,
                        schedulers, gradient scalers, RNG states, the resolved config. Tensors and
                        plain values only: it loads with torch.load(weights_only=True).
@@ -48,6 +50,7 @@ from celpaint.models.checkpoint import (
     recover_directory,
 )
 from celpaint.ops.metrics import METRIC_NAMES
+from celpaint.training.config import RUN_FIELDS, TrainConfig, run_options
 from celpaint.training.losses import LOSS_NAMES
 
 try:
@@ -61,7 +64,9 @@ STATE_NAME = "train_state.pt"
 STATE_FORMAT = 1
 # The columns of losses.csv.
 LOSS_COLUMNS = ["step", "epoch", *LOSS_NAMES, "lr"]
+RUN_CONFIG_NAME = "config.json"
 RUN_FILES = (
+    RUN_CONFIG_NAME,
     "generator",
     "discriminator",
     STATE_NAME,
@@ -343,6 +348,30 @@ def disk_errors(out: Path) -> Iterator[None]:
         raise ProcessingError(
             f"no space left on the device holding {out}; free space and {then}"
         ) from None
+
+
+def write_run_config(out: Path, config: TrainConfig) -> Path:
+    """Write ``OUT/config.json``: the options ``config`` runs with (atomically)."""
+    return write_json(out / RUN_CONFIG_NAME, run_options(config))
+
+
+def edited_run_options(out: Path, saved: dict[str, Any]) -> list[str]:
+    """The options (but those of one invocation, ``RUN_FIELDS``) in which ``OUT/config.json``
+    differs from the saved run's ``saved`` config: what someone changed in the file by hand,
+    or a session that stopped before its first checkpoint changed. Empty without the file."""
+    path = out / RUN_CONFIG_NAME
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(written, dict):
+        return []
+    options = run_options(TrainConfig.from_dict(saved))
+    return sorted(
+        name
+        for name, value in options.items()
+        if name not in RUN_FIELDS and name in written and written[name] != value
+    )
 
 
 class RunWriter:

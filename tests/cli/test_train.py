@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -77,7 +78,7 @@ def test_lab_model_from_a_clip_keeps_lightness_when_colorizing(tmp_path, ffmpeg,
     assert (_lightness(colored) - _lightness(source)).abs().mean() < 1.0
 
 
-def test_bad_input_gives_clear_errors(pairs, tmp_path, capfd):
+def test_bad_input_gives_clear_errors(pairs, tmp_path, capfd, monkeypatch):
     sketch = tmp_path / "sketch"
     sketch.mkdir()
     for path in sorted((pairs / "sketch").iterdir())[:3]:
@@ -93,8 +94,9 @@ def test_bad_input_gives_clear_errors(pairs, tmp_path, capfd):
                  "--batch-size", "8", *TINY[:-10]])  # fmt: skip
     assert code == 2 and "fewer than one batch" in capfd.readouterr().err
 
+    monkeypatch.setenv("COLUMNS", "300")  # the parser's error in one line
     code = main(["train", "--out", str(tmp_path / "run"), "--model", "gan", *TINY])
-    assert code == 2 and "--model must be pix2pix or lab" in capfd.readouterr().err
+    assert code == 2 and "'gan' is not one of 'pix2pix', 'lab'" in capfd.readouterr().err
 
 
 def test_existing_run_needs_resume_or_overwrite(pairs, tmp_path, capfd):
@@ -108,10 +110,10 @@ def test_existing_run_needs_resume_or_overwrite(pairs, tmp_path, capfd):
     # A finished run resumes to nothing left to do; the data paths come from the run.
     assert main(["train", "--out", str(run), "--resume", "--threads", "1"]) == 0
     assert load_train_state(run / STATE_NAME)["step"] == 2
-    assert main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
-    assert "continues the run's schedule" in capfd.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.1"]) == 2
+    assert "continues the schedule of the run" in capfd.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--depth", "4"]) == 2
-    assert "keeps its architecture" in capfd.readouterr().err
+    assert "--depth 4 (the run's: 3)" in capfd.readouterr().err
     assert main([*args, "--overwrite"]) == 0
 
 
@@ -137,6 +139,59 @@ def _wait_for_step(run: Path, beyond: int, process: subprocess.Popen, timeout: f
 
 
 @pytest.mark.slow  # two subprocesses: ~10-20 s
+def test_resuming_shows_the_right_epoch_and_this_sessions_rate(pairs, tmp_path, capfd):
+    run = tmp_path / "run"
+    data = ["--sketch", str(pairs / "sketch"), "--color", str(pairs / "color")]
+    assert main(["train", "--out", str(run), *data, "--epochs", "1", *TINY]) == 0
+    capfd.readouterr()
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    err = capfd.readouterr().err
+    assert f"{run} has finished its 1 epoch (2 steps); nothing to do" in err
+    assert "epoch 2/1" not in err and "img/s" not in err and "reading data" not in err
+
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--threads", "1"]) == 0
+    err = capfd.readouterr().err
+    assert "2 steps per epoch, 4 steps, resuming at step 2" in err
+    assert "epoch 2/2: PSNR" in err and "epoch 3/2" not in err
+    assert "trained 2 steps (steps 3-4) in" in err and " 0.0 img/s" not in err
+    assert load_train_state(run / STATE_NAME)["step"] == 4
+
+
+def test_a_config_file_starts_a_run_and_the_command_line_overrides_it(pairs, tmp_path, capfd):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'sketch = "{pairs / "sketch"}"\ncolor = "{pairs / "color"}"\nepochs = 1\ndepth = 3\n'
+        "base_channels = 4\nmax-channels = 8\ndisc_base_channels = 4\ncrop = 24\n"
+        "work_size = 64\nbatch_size = 2\nworkers = 0\nthreads = 1\nsamples = 2\n"
+        'lr = 0.001\nnorm = "instance"\n'
+    )
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(toml), "--out", str(run), "--lr", "0.0005"]) == 0
+    written = json.loads((run / "config.json").read_text())
+    assert (written["lr"], written["norm"], written["depth"], written["epochs"]) == (
+        0.0005, "instance", 3, 1,
+    )  # fmt: skip
+    assert written["out"] == str(run) and "resume" not in written
+    # The run's config.json starts another run like it; --resume agrees with it.
+    again = tmp_path / "again"
+    config = run / "config.json"
+    assert main(["train", "--config", str(config), "--out", str(again)]) == 0
+    assert json.loads((again / "config.json").read_text()) == {**written, "out": str(again)}
+    capfd.readouterr()
+    assert main(["train", "--config", str(config), "--resume", "--epochs", "2"]) == 0
+    assert "trained 2 steps (steps 3-4)" in capfd.readouterr().err
+
+    toml.write_text('epochs = 1\ncolour = "red"\n')
+    assert main(["train", "--config", str(toml), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown option(s) colour" in capfd.readouterr().err
+    assert main(["train", "--config", str(config), "--resume", "--norm", "batch"]) == 2
+    assert "--norm 'batch' (the run's: 'instance')" in capfd.readouterr().err
+    toml.write_text("epochs = 1\n")
+    assert main(["train", "--config", str(toml)]) == 2
+    assert "pass --out RUN_FOLDER" in capfd.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_ctrl_c_saves_and_resume_continues(pairs, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--out", str(run), "--sketch", str(pairs / "sketch"), "--color",

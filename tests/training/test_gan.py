@@ -10,7 +10,7 @@ import torch
 from celpaint.models import build
 from celpaint.training.config import TrainConfig
 from celpaint.training.data import DataSpec, build_datasets
-from celpaint.training.gan import Trainer, init_weights, linear_decay
+from celpaint.training.gan import Trainer, config_task, init_weights, linear_decay
 from tests.training.test_data import make_pairs
 
 TINY_NETS = dict(depth=3, base_channels=4, max_channels=8, disc_base_channels=4)
@@ -33,7 +33,7 @@ GENERATOR_ARGS = dict(in_channels=1, depth=3, base_channels=8, max_channels=32)
 def _trainer(model: str, lr: float = 2e-4, dropout: float = 0.5, steps: int = 100) -> Trainer:
     torch.manual_seed(0)
     config = TrainConfig(model=model, lr=lr, dropout=dropout, **TINY_NETS)
-    out_channels = config.task.out_channels
+    out_channels = config_task(config).out_channels
     generator = build("unet", out_channels=out_channels, dropout=dropout, **GENERATOR_ARGS)
     discriminator = build("patchgan", in_channels=1 + out_channels, base_channels=8)
     init_weights(generator)

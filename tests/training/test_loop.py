@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -218,13 +219,67 @@ def test_bad_data_leaves_an_existing_run_untouched(pairs, tmp_path):
     assert (out / "generator" / "model.safetensors").read_bytes() == before
 
 
-def test_resume_refuses_another_architecture_or_schedule(pairs, tmp_path):
+def test_resume_refuses_another_architecture_or_schedule_naming_every_difference(pairs, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(pairs, out, epochs=1))
-    with pytest.raises(CheckpointError, match="depth"):
-        train(tiny_config(pairs, out, resume=True, depth=4), explicit={"resume", "depth"})
-    with pytest.raises(InputError, match="epochs"):
-        train(tiny_config(pairs, out, resume=True, epochs=9), explicit={"resume", "epochs"})
+    arch = tiny_config(pairs, out, resume=True, depth=4, norm="instance")
+    with pytest.raises(CheckpointError, match=r"--depth 4 \(the run's: 3\), --norm 'instance'"):
+        train(arch, explicit={"resume", "depth", "norm"})
+    schedule = tiny_config(pairs, out, resume=True, lr=1e-3, seed=5, epochs=2)
+    with pytest.raises(InputError, match=r"--lr 0.001 \(the run's: 0.0002\), --seed 5 \(the"):
+        train(schedule, explicit={"resume", "lr", "seed", "epochs"})
+
+
+def test_a_finished_run_resumes_to_nothing_and_more_epochs_extend_it(pairs, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(pairs, out, epochs=1))
+    state_file = (out / STATE_NAME).read_bytes()
+    recorder = Recorder()
+    done = train(tiny_config(pairs, out, resume=True), recorder, explicit={"resume"})
+    assert done.finished_before and not done.interrupted
+    assert (done.step, done.epochs_done) == (2, 1)
+    assert recorder.info is None and recorder.steps == [] and recorder.result is done
+    assert (out / STATE_NAME).read_bytes() == state_file
+
+    recorder = Recorder()
+    more = train(tiny_config(pairs, out, resume=True, epochs=2), recorder,
+                 explicit={"resume", "epochs"})  # fmt: skip
+    assert not more.finished_before and (more.start_step, more.step) == (2, 4)
+    assert (recorder.info.start_step, recorder.info.total_steps, recorder.info.epochs) == (2, 4, 2)
+    assert [s["step"] for s in recorder.steps] == [3, 4]
+    assert [e for e, _ in recorder.epochs] == [2]
+    state = load_train_state(out / STATE_NAME)
+    assert state["config"]["epochs"] == 2 and state["epochs_validated"] == 2
+    # The learning rate follows the 4-step schedule from step 2 on: constant for the first
+    # half (decay_start 0.5), not the 2-step schedule's nearly 0.
+    with (out / "losses.csv").open() as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    assert rates[2] == pytest.approx(2e-4)
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+
+
+def test_the_run_folder_holds_its_options_as_config_json(pairs, tmp_path, caplog):
+    out = tmp_path / "run"
+    config = tiny_config(pairs, out, epochs=1)
+    train(config)
+    written = json.loads((out / "config.json").read_text())
+    expected = config.to_dict()
+    del expected["resume"], expected["overwrite"]
+    assert written == expected
+    # The run folder still colorizes as a model: its generator, not its config.json.
+    assert load_model(out)[1].arch == "unet"
+    before_checkpoint = tmp_path / "started"
+    before_checkpoint.mkdir()
+    shutil.copy(out / "config.json", before_checkpoint)
+    with pytest.raises(CheckpointError, match="a training run that has saved no generator"):
+        load_model(before_checkpoint)
+
+    written["lr"] = 0.5
+    (out / "config.json").write_text(json.dumps(written))
+    with caplog.at_level("WARNING", logger="celpaint"):
+        train(tiny_config(pairs, out, resume=True, epochs=2), explicit={"resume", "epochs"})
+    assert "config.json differs from the run's saved state in lr" in caplog.text
+    assert json.loads((out / "config.json").read_text())["lr"] == 2e-4
 
 
 def test_corrupt_train_state_is_reported(pairs, tmp_path):
