@@ -1,4 +1,4 @@
-from celpaint.cli.app import main
+from celpaint.cli.app import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -145,3 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def run() -> None:
+    """The console script and ``python -m celpaint``: ``main``'s exit code as the process's.
+
+    After an interrupt the process ends at once (``os._exit``) once everything is flushed: the
+    pipeline's outputs are already cleaned up, and a worker thread still unwinding inside
+    native code (OpenCV, torch) must not meet the interpreter's teardown, which can abort the
+    process ("terminate called without an active exception") instead of exiting with 130.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
