@@ -123,6 +123,14 @@ def colorize_command(
         ),
     ] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="What runs the model: auto, torch or onnxruntime (CPU, fp32; needs pip "
+            'install "celpaint[onnx]"). auto: onnxruntime on the CPU when installed, else torch.',
+        ),
+    ] = "auto",
     crf: Crf = 18,
     preset: Preset = "medium",
     lossless: Lossless = False,
@@ -158,6 +166,7 @@ def colorize_command(
         batch_size=_batch_size(batch_size),
         compile=compile,
         saturation=saturation,
+        backend=backend,
     )
     with RichProgress(quiet=quiet) as progress:
         colorize(
