@@ -329,10 +329,11 @@ def open_session(model: nn.Module, config: ModelConfig, threads: int | None, cac
         cache: False exports in memory and writes nothing (weights used once, such as a
             model fine-tuned on a shot's keyframes).
 
+    A cache that cannot be written costs a warning and the export on every use.
+
     Raises:
         InputError: the ``celpaint[onnx]`` extra is missing.
-        ProcessingError: the export failed its parity check or could not be written (set
-            ``CELPAINT_CACHE`` to a writable folder).
+        ProcessingError: the export failed its parity check.
     """
     onnxruntime = require_onnxruntime()
     digest = weights_sha256(model)
@@ -353,8 +354,14 @@ def open_session(model: nn.Module, config: ModelConfig, threads: int | None, cac
         except Exception as error:  # ONNX Runtime reports a bad file with its own classes
             problem = " ".join(str(error).split())[:200]
         log.warning("the cached ONNX model %s is unusable (%s): exporting it again", path, problem)
-    export(model, config, path, digest=digest)
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    data, _ = export_bytes(model, config, digest)
+    try:
+        _write_atomically(path, data)
+    except ProcessingError as error:
+        # A read-only home costs the export on every run, not the run.
+        log.warning("%s; the model is exported on every run: set CELPAINT_CACHE to a "
+                    "writable folder", error)  # fmt: skip
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def _session_options(onnxruntime, threads: int | None):

@@ -94,6 +94,18 @@ def test_second_use_reads_the_cache_and_a_corrupt_file_is_rebuilt(tmp_path, capl
     assert np.array_equal(rebuilt.run(None, {onnx_models.INPUT_NAME: source})[0], expected)
 
 
+def test_an_unwritable_cache_costs_a_warning_not_the_run(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CELPAINT_CACHE", str(blocker))
+    model, config = load_model(make_checkpoint(tmp_path / "tiny"))
+    with caplog.at_level(logging.WARNING, logger="celpaint"):
+        session = onnx_models.open_session(model, config, threads=1)
+    assert "set CELPAINT_CACHE to a writable folder" in caplog.text
+    source = np.zeros((1, 1, 16, 16), np.float32)
+    assert session.run(None, {onnx_models.INPUT_NAME: source})[0].shape == (1, 3, 16, 16)
+
+
 def test_other_weights_get_another_cache_file(tmp_path):
     model, config = load_model(make_checkpoint(tmp_path / "tiny"))
     first = onnx_models.cached_path(config, onnx_models.weights_sha256(model))
