@@ -127,8 +127,10 @@ def colorize_command(
         str,
         typer.Option(
             "--backend",
+            # "\\[" keeps rich from reading [onnx] as markup.
             help="What runs the model: auto, torch or onnxruntime (CPU, fp32; needs pip "
-            'install "celpaint[onnx]"). auto: onnxruntime on the CPU when installed, else torch.',
+            'install "celpaint\\[onnx]"). auto: onnxruntime on the CPU when installed, else '
+            "torch.",
         ),
     ] = "auto",
     crf: Crf = 18,

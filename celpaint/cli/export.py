@@ -22,7 +22,7 @@ def export_command(
     quiet: Quiet = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch, height and width; its config in the metadata),
-    checked against PyTorch. Needs: pip install "celpaint[onnx]"."""
+    checked against PyTorch. Needs: pip install "celpaint\\[onnx]"."""
     from celpaint.models.onnx import export_model
 
     report = export_model(model, output, overwrite=overwrite)

@@ -88,3 +88,11 @@ def test_backend_without_the_extra_says_how_to_install(tmp_path, monkeypatch, ca
     assert not out.exists()
     assert main(["colorize", str(frames), "-o", str(out), "--backend", "gpu"]) == 2
     assert "--backend 'gpu' is unknown; use auto, torch, onnxruntime" in capfd.readouterr().err
+
+
+def test_help_names_the_extra(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option: nothing wraps
+    assert main(["export", "--help"]) == 0
+    assert 'pip install "celpaint[onnx]"' in capsys.readouterr().out
+    assert main(["colorize", "--help"]) == 0
+    assert 'pip install "celpaint[onnx]"' in capsys.readouterr().out
