@@ -146,8 +146,12 @@ def main() -> None:
         # once before timing, as a user's first run would.
         timed(routes["celpaint auto --no-temporal"](scratch / "warm"), env)
         seconds = {route: [] for route in routes}
+        order = list(routes)
         for repeat in range(args.repeats):
-            for route, command in routes.items():
+            # Each repeat starts with another route, so that no route always meets the same
+            # moment of a changing load.
+            for route in order[repeat % len(order) :] + order[: repeat % len(order)]:
+                command = routes[route]
                 out = scratch / f"out-{repeat}-{len(seconds[route])}-{route.replace(' ', '_')}"
                 cwd = junyanz if route.startswith("reference") else None
                 seconds[route].append(timed(command(out), env, cwd=cwd))
