@@ -11,9 +11,9 @@ runs them: a process started on a folder of PNG line-art frames, writing a folde
     default normal(0, 0.02) init, saved as the checkpoint it loads). It writes each fake and
     its real input as PNGs, plus an HTML page.
   * celpaint: ``celpaint colorize FRAMES -o OUT --model DIR --work-size 256`` with a random
-    ``unet`` of the same arguments, saved in celpaint's checkpoint format; with the default
-    backend (ONNX Runtime on the CPU when installed) and with ``--backend torch``, each with
-    and without temporal smoothing (which the reference does not have).
+    ``unet`` of the same arguments, saved in celpaint's checkpoint format; with
+    ``--backend onnxruntime`` and ``--backend torch``, each with and without temporal
+    smoothing (which the reference does not have).
 
 The architectures differ only in two bias vectors (576 weights of 54 million: celpaint keeps
 a bias in its outermost and innermost encoder convolutions); the parameter counts are in the
@@ -133,7 +133,7 @@ def main() -> None:
                 "--checkpoints_dir", str(scratch / "checkpoints"), "--results_dir", str(out),
             ],
         }  # fmt: skip
-        for backend in ("auto", "torch"):
+        for backend in ("onnxruntime", "torch"):
             for temporal in ("--temporal", "--no-temporal"):
                 routes[f"celpaint {backend} {temporal}"] = (
                     lambda out, b=backend, t=temporal: [
@@ -144,7 +144,7 @@ def main() -> None:
                 )  # fmt: skip
         # The first use of the ONNX Runtime backend exports the model into the cache: done
         # once before timing, as a user's first run would.
-        timed(routes["celpaint auto --no-temporal"](scratch / "warm"), env)
+        timed(routes["celpaint onnxruntime --no-temporal"](scratch / "warm"), env)
         seconds = {route: [] for route in routes}
         order = list(routes)
         for repeat in range(args.repeats):

@@ -129,8 +129,8 @@ def colorize_command(
             "--backend",
             # "\\[" keeps rich from reading [onnx] as markup.
             help="What runs the model: auto, torch or onnxruntime (CPU, fp32; needs pip "
-            'install "celpaint\\[onnx]"). auto: onnxruntime on the CPU when installed, else '
-            "torch.",
+            'install "celpaint\\[onnx]"). auto: onnxruntime where it was measured faster '
+            "(for now: nowhere), else torch.",
         ),
     ] = "auto",
     crf: Crf = 18,

@@ -8,7 +8,9 @@ import torch
 
 from celpaint.device import usable_cores
 from celpaint.errors import InputError
+from celpaint.models import onnx as onnx_models
 from celpaint.models.registry import build
+from celpaint.models.unet import UNetGenerator
 from celpaint.pipeline.colorizer import Colorizer, choose_backend, generator_workers
 from celpaint.pipeline.reference import adapt
 from tests.conftest import make_checkpoint, tiny_unet_args
@@ -23,7 +25,13 @@ UNET = build("unet", **tiny_unet_args(3))
 PATCHGAN = build("patchgan", in_channels=4, base_channels=4, n_layers=2)
 
 
-def test_auto_picks_onnxruntime_only_where_it_was_measured_faster():
+def test_auto_keeps_torch_for_networks_not_measured_faster():
+    assert onnx_models.FASTER_ON_CPU == ()  # see docs/design.md: not faster end to end here
+    assert choose_backend("auto", CPU, torch.float32, False, UNET) == "torch"
+
+
+def test_auto_picks_onnxruntime_only_where_it_was_measured_faster(monkeypatch):
+    monkeypatch.setattr(onnx_models, "FASTER_ON_CPU", (UNetGenerator,))
     assert choose_backend("auto", CPU, torch.float32, False, UNET) == "onnxruntime"
     assert choose_backend("auto", CUDA, torch.float16, False, UNET) == "torch"
     assert choose_backend("auto", CUDA, torch.float32, False, UNET) == "torch"
@@ -34,6 +42,7 @@ def test_auto_picks_onnxruntime_only_where_it_was_measured_faster():
 
 
 def test_auto_falls_back_to_torch_without_the_extra(monkeypatch):
+    monkeypatch.setattr(onnx_models, "FASTER_ON_CPU", (UNetGenerator,))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert choose_backend("auto", CPU, torch.float32, False, UNET) == "torch"
     with pytest.raises(InputError, match=r'pip install "celpaint\[onnx\]"'):
