@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -32,6 +33,20 @@ def make_checkpoint(directory: Path, kind: str = "lineart", work_size: int = 128
     model = build("unet", **args)
     config = ModelConfig("unet", args, kind, output, size_multiple=16, work_size=work_size)
     return save_model(model, directory, config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """ONNX exports (the onnxruntime backend's cache) go to a temporary folder, never to the
+    user's cache; CLI subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("celpaint-cache")
+    previous = os.environ.get("CELPAINT_CACHE")
+    os.environ["CELPAINT_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CELPAINT_CACHE", None)
+    else:
+        os.environ["CELPAINT_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -77,10 +77,11 @@ def _register_commands() -> None:
     app.command("assemble", no_args_is_help=True)(media.assemble_command)
     app.command("info")(media.info_command)
     app.command("lineart", no_args_is_help=True)(lineart.lineart_command)
-    from celpaint.cli import evaluate, train
+    from celpaint.cli import evaluate, export, train
 
     app.command("train", no_args_is_help=True)(train.train_command)
     app.command("evaluate", no_args_is_help=True)(evaluate.evaluate_command)
+    app.command("export", no_args_is_help=True)(export.export_command)
 
 
 _register_commands()

@@ -10,6 +10,7 @@ import typer
 
 from celpaint.cli.options import (
     AUTO,
+    Backend,
     Codec,
     Crf,
     Device,
@@ -150,6 +151,7 @@ def colorize_command(
         ),
     ] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    backend: Backend = "auto",
     shard: Annotated[
         str | None,
         typer.Option(
@@ -220,6 +222,7 @@ def colorize_command(
         batch_size=_batch_size(batch_size),
         compile=compile,
         saturation=saturation,
+        backend=backend,
     )
     warmup = sharding.DEFAULT_WARMUP if warmup is None else warmup
     limit = max_pixels(pixel_limit)

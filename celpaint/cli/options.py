@@ -92,6 +92,17 @@ Precision = Annotated[
     Literal[PRECISIONS],
     typer.Option("--precision", help="Arithmetic of the model: auto is fp16 on CUDA, else fp32."),
 ]
+# celpaint.pipeline.colorizer.BACKENDS (a test pins it)
+BACKENDS = ("auto", "torch", "onnxruntime")
+Backend = Annotated[
+    Literal[BACKENDS],
+    typer.Option(
+        "--backend",
+        # "\\[" keeps rich from reading [onnx] as markup.
+        help='What runs the model: onnxruntime (CPU, fp32) needs pip install "celpaint\\[onnx]"; '
+        "auto takes it where it was measured faster (for now: nowhere), else torch.",
+    ),
+]
 Model = Annotated[
     str,
     typer.Option(

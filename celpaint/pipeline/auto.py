@@ -48,8 +48,10 @@ class AutoColorizer:
         batch_size: int | None = None,
         compile: bool = False,
         saturation: float = 1.0,
+        backend: str = "auto",
     ):
         self.device, _ = choose_device(device, precision)
+        self.backend = backend
         self.precision = precision
         self.work_size = work_size
         self.batch_size = batch_size
@@ -68,6 +70,7 @@ class AutoColorizer:
                 batch_size=self.batch_size,
                 compile=self.compile,
                 saturation=self.saturation,
+                backend=self.backend,
             )
         return self._loaded[name]
 

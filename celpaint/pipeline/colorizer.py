@@ -19,7 +19,7 @@ from celpaint.color import array as color_array
 from celpaint.color.task import Task
 from celpaint.device import is_out_of_memory, resolve_device, resolve_precision, usable_cores
 from celpaint.errors import InputError, ProcessingError
-from celpaint.models import zoo
+from celpaint.models import onnx, zoo
 from celpaint.models.checkpoint import ModelConfig, load_model
 from celpaint.ops import upsample
 from celpaint.ops.geometry import WorkGeometry, resize_to_work
@@ -30,6 +30,8 @@ log = logging.getLogger("celpaint")
 # The most --saturation multiplies the model's colors by; beyond it nearly every color leaves
 # the sRGB gamut.
 MAX_SATURATION = 4.0
+# What runs the generator (--backend): ``auto`` chooses with ``choose_backend``.
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,37 @@ def choose_device(device: str | torch.device, precision: str) -> tuple[torch.dev
         raise InputError(str(error)) from None
 
 
+def choose_backend(
+    backend: str, device: torch.device, dtype: torch.dtype, compiled: bool, model: nn.Module
+) -> str:
+    """``--backend`` resolved to ``torch`` or ``onnxruntime``.
+
+    ``auto`` picks ONNX Runtime where it was measured faster: on the CPU, in float32, without
+    ``--compile``, for a network of a class in ``models.onnx.FASTER_ON_CPU``, when the
+    ``celpaint[onnx]`` extra is installed; PyTorch otherwise (always on GPUs). Why:
+    docs/design.md#onnx-export-and-the-onnx-runtime-backend.
+
+    Raises:
+        InputError: an unknown backend; ``onnxruntime`` off the CPU, in another precision than
+            fp32, with ``--compile``, or without the extra installed (the message says how to
+            install it).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r} is unknown; use {', '.join(BACKENDS)}")
+    fits = device.type == "cpu" and dtype == torch.float32 and not compiled
+    if backend == "auto":
+        faster = fits and isinstance(model, onnx.FASTER_ON_CPU)
+        return "onnxruntime" if faster and onnx.onnxruntime_installed() else "torch"
+    if backend == "onnxruntime":
+        if not fits:
+            raise InputError(
+                "--backend onnxruntime runs in fp32 on the CPU without --compile; use "
+                "--device cpu --precision fp32, or --backend torch"
+            )
+        onnx.require_onnxruntime()
+    return backend
+
+
 class Colorizer:
     """A generator ready to colorize frames.
 
@@ -78,6 +111,10 @@ class Colorizer:
         saturation: multiplies the model's calibrated ``chroma_scale``, 0..4: 1 paints the
             calibrated colors, 0 none at all (the input's L* for a*b* models, the predicted L*
             for RGB models), 2 twice their chroma.
+        backend: what runs the generator: ``torch``, ``onnxruntime`` (an ONNX Runtime session
+            over the model's ONNX export, cached on first use: ``models.onnx.open_session``,
+            with the threads of one forward pass of ``generator_workers``) or ``auto``
+            (``choose_backend``). Pre- and post-processing and batching are the same.
 
     Call ``colorize(frames)`` with uint8 RGB ``(B, H, W, 3)`` frames; it returns colored frames
     of the same shape. For a grayscale (L*a*b*) model the output keeps the input's L* exactly
@@ -94,6 +131,7 @@ class Colorizer:
         batch_size: int | None = None,
         compile: bool = False,
         saturation: float = 1.0,
+        backend: str = "auto",
     ):
         if not 0.0 <= saturation <= MAX_SATURATION:
             raise InputError(f"--saturation must be within 0..{MAX_SATURATION:g}, got {saturation}")
@@ -113,6 +151,10 @@ class Colorizer:
         model = model.to(memory_format=torch.channels_last)
         self.compiled = compile
         self.model = torch.compile(model) if compile else model
+        self.backend = choose_backend(backend, self.device, self.dtype, compile, model)
+        self.session = None
+        if self.backend == "onnxruntime":
+            self.session = self._open_session(cache=True)
 
     @classmethod
     def from_pretrained(
@@ -121,6 +163,17 @@ class Colorizer:
         """Load a shipped model by name, or a checkpoint (or training run) directory."""
         model, config = load_model(zoo.generator_directory(name_or_path))
         return cls(model, config, **kwargs)
+
+    def _open_session(self, cache: bool):
+        # One forward pass's threads, as the pipeline runs them (generator_workers).
+        _, threads = generator_workers(self)
+        return onnx.open_session(self.model, self.config, threads or usable_cores(), cache)
+
+    def weights_changed(self) -> None:
+        """Call after changing the model's weights in place (``pipeline.reference.adapt``):
+        the ONNX Runtime backend exports them again, in memory (not into the cache)."""
+        if self.session is not None:
+            self.session = self._open_session(cache=False)
 
     def _default_batch_size(self) -> int:
         if self.device.type != "cuda":
@@ -218,6 +271,9 @@ class Colorizer:
         return source
 
     def _forward(self, source: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            feed = {onnx.INPUT_NAME: np.ascontiguousarray(source.numpy())}
+            return torch.from_numpy(self.session.run([onnx.OUTPUT_NAME], feed)[0])
         source = source.to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model(source).float()
 

@@ -321,6 +321,7 @@ def adapt(
             optimizer.step()
         losses.append(float(loss.detach()))
     model.eval()
+    colorizer.weights_changed()
     return losses
 
 

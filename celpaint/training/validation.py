@@ -35,8 +35,10 @@ def validation_colorizer(
     # Validation frames are within the run's work size already; a work size below the size
     # multiple (accepted for training) only needs padding.
     work_size = max(config.work_size, config.size_multiple)
+    # PyTorch: the weights change every epoch, and exporting them for ONNX Runtime each time
+    # would cost more than it saves.
     return Colorizer(copy, config, device=device, precision="fp32", work_size=work_size,
-                     batch_size=1)  # fmt: skip
+                     batch_size=1, backend="torch")  # fmt: skip
 
 
 def user_frame(line_art: np.ndarray | None, rgb: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ def test_the_choice_options_are_the_expected_ones():
         ("train", "--aligned-order"), ("train", "--on-error"), ("train", "--pixel-loss"),
         ("train", "--norm"), ("train", "--amp"), ("colorize", "--codec"),
         ("lineart", "--codec"), ("assemble", "--codec"), ("colorize", "--image-format"),
-        ("lineart", "--image-format"), ("extract", "--image-format"),
+        ("lineart", "--image-format"), ("extract", "--image-format"), ("colorize", "--backend"),
     }  # fmt: skip
 
 
@@ -130,6 +130,9 @@ def test_choice_lists_are_the_library_owners():
     from celpaint.training import config, data
 
     assert get_args(Precision) == options.PRECISIONS
+    from celpaint.pipeline.colorizer import BACKENDS
+
+    assert options.BACKENDS == BACKENDS
     assert options.X264_PRESETS == X264_PRESETS
     assert tuple(zoo.shipped_models()) == options.SHIPPED_MODELS
     assert config.choices("model") == tuple(TASKS)
