@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="lineart")
     parser.add_argument("--pairs", type=Path, help="folder of 16:9 pairs (sketch/, color/)")
     parser.add_argument("--limit", type=int, default=100, help="most pairs scored")
+    parser.add_argument(
+        "--size-multiple", type=int,
+        help="the multiple for 'own shape' (default: the model's; e.g. 16 for a model trained "
+        "on whole 2**depth crops, to see what it does without border training)",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(usable_cores())
     model, config = load_model(zoo.generator_directory(args.model))
+    if args.size_multiple:
+        config = dataclasses.replace(config, size_multiple=args.size_multiple)
     exact = 2 ** config.arch_args["depth"]
     load = os.getloadavg()[0]
     results: dict = {

@@ -3,6 +3,7 @@ reproduce the model card's numbers on the sample clip, and can be fine-tuned wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from celpaint.io.frames import read_image, write_image
 from celpaint.models import zoo
 from celpaint.models.checkpoint import load_model
-from celpaint.ops.metrics import colorfulness
+from celpaint.ops.metrics import ciede2000, colorfulness
 from celpaint.pipeline.colorizer import Colorizer
 from celpaint.training.loop import TrainConfig, train
 
@@ -29,6 +30,9 @@ CARD_TOLERANCE = 0.1
 # The same for the colorfulness ratio (prediction / truth); a change of calibration moves it by
 # tenths.
 CARD_RATIO_TOLERANCE = 0.01
+# Mean CIEDE2000 between a frame colorized at its own shape and padded (measured: see
+# docs/models.md, "Frames at their own shape").
+UNPADDED_TOLERANCE = 2.0
 
 
 def _sample_pair(kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +108,24 @@ def test_model_card_sample_clip_numbers_are_reproduced(name, tmp_path):
     assert measured < baselines["input"]["ciede2000"]
     if "flat" in baselines:
         assert measured < baselines["flat"]["ciede2000"]
+
+
+@pytest.mark.parametrize("name", ["lineart", "gray"])
+def test_unpadded_inference_matches_padded_inference_inside_the_frame(name):
+    """The shipped models were trained on crops of varied sizes (``--size-multiple 16``), so a
+    16:9 frame runs at its own shape (its deep levels padded by the U-Net) and gives what the
+    padded frame gives, away from the border the padding used to extend."""
+    model, config = load_model(zoo.shipped_models()[name])
+    assert config.size_multiple == 16
+    exact = 2 ** config.arch_args["depth"]
+    source, _ = _sample_pair(name)
+    frame = source[:144]  # 256x144, 16:9: padded to 256x256, unpadded 256x144
+    padded_config = dataclasses.replace(config, size_multiple=exact)
+    padded = Colorizer(model, padded_config, device="cpu").colorize(frame[None])[0]
+    own = Colorizer(model, config, device="cpu").colorize(frame[None])[0]
+    inside = (slice(0, 144 - 32), slice(0, 256))  # the padding was added at the bottom
+    assert ciede2000(own[inside], padded[inside]) < UNPADDED_TOLERANCE
+    assert ciede2000(own, padded) < 2 * UNPADDED_TOLERANCE
 
 
 @pytest.mark.parametrize("name", ["lineart", "gray"])
