@@ -29,7 +29,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_wo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_colorize import Clock, _cpu_name, _load, make_clip  # noqa: E402
+from bench_colorize import model_only_fps as generator_fps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("torch", "onnxruntime")
@@ -54,33 +54,9 @@ BACKENDS = ("torch", "onnxruntime")
 
 def model_only_fps(colorizer: Colorizer, height: int, width: int, frames: int) -> float:
     """The generator alone on random batches at the padded work size, in colorize's
-    arrangement of concurrent passes and threads."""
-    geometry = colorizer.geometry(height, width)
-    shape = (colorizer.batch_size, 1, geometry.padded_height, geometry.padded_width)
-    batch = torch.rand(shape) * 2 - 1
+    arrangement of concurrent passes and threads (``bench_colorize.model_only_fps``)."""
     workers, threads = generator_workers(colorizer)
-    done = [0] * workers
-
-    @torch.inference_mode()
-    def forward(worker: int) -> None:
-        while sum(done) < frames:
-            colorizer.run_generator(batch)
-            done[worker] += len(batch)
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or previous)
-    try:
-        forward(0)  # warm-up: one pass counted, then reset
-        done[:] = [0] * workers
-        with Clock() as clock:
-            pool = [threading.Thread(target=forward, args=(n,)) for n in range(workers)]
-            for thread in pool:
-                thread.start()
-            for thread in pool:
-                thread.join()
-    finally:
-        torch.set_num_threads(previous)
-    return sum(done) / clock.wall
+    return generator_fps(colorizer, width, height, frames, workers, threads)[0]
 
 
 def end_to_end_fps(colorizer: Colorizer, clip: Path, out: Path, frames: int) -> float:
