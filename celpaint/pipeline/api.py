@@ -19,7 +19,7 @@ from celpaint.ops.carry import CarryParams
 from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
 from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
-from celpaint.pipeline.engine import JobResult, Progress, Transform, run_job, run_jobs
+from celpaint.pipeline.engine import JobResult, Progress, Relay, Transform, run_job, run_jobs
 from celpaint.pipeline.jobs import Job, batch_inputs, is_clip, plan
 from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_references
 
@@ -190,7 +190,7 @@ def _colorize_from_keyframes(
         # The progress bar follows the analysis (the generator, most of the time); the
         # rendering pass reports only the end, with the time of both.
         analysis = _Stages(keyframes.analysis_stages())
-        run_job(job, analysis, colorizer.batch_size, _Analysing(progress), workers,
+        run_job(job, analysis, colorizer.batch_size, Relay(progress), workers,
                 sink=DiscardSink())  # fmt: skip
         keyframes.carry()
         return run_job(
@@ -198,17 +198,6 @@ def _colorize_from_keyframes(
         )
     finally:
         job.source.close()
-
-
-class _Analysing(Progress):
-    def __init__(self, progress: Progress):
-        self.progress = progress
-
-    def job_start(self, job: Job) -> None:
-        self.progress.job_start(job)
-
-    def advance(self, frames: int) -> None:
-        self.progress.advance(frames)
 
 
 class _Rendering(Progress):

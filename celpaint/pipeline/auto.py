@@ -51,27 +51,17 @@ class AutoColorizer:
         backend: str = "auto",
     ):
         self.device, _ = choose_device(device, precision)
-        self.backend = backend
-        self.precision = precision
-        self.work_size = work_size
-        self.batch_size = batch_size
-        self.compile = compile
-        self.saturation = saturation
+        # Colorizer's settings, the same for every model loaded.
+        self._settings = dict(
+            device=self.device, precision=precision, work_size=work_size,
+            batch_size=batch_size, compile=compile, saturation=saturation, backend=backend,
+        )  # fmt: skip
         self._loaded: dict[str, Colorizer] = {}
 
     def colorizer(self, name: str) -> Colorizer:
         """The shipped model ``name`` as a ``Colorizer``, loaded on first use."""
         if name not in self._loaded:
-            self._loaded[name] = Colorizer.from_pretrained(
-                name,
-                device=self.device,
-                precision=self.precision,
-                work_size=self.work_size,
-                batch_size=self.batch_size,
-                compile=self.compile,
-                saturation=self.saturation,
-                backend=self.backend,
-            )
+            self._loaded[name] = Colorizer.from_pretrained(name, **self._settings)
         return self._loaded[name]
 
 

@@ -79,6 +79,21 @@ class Progress:
         with ``result.status`` ``"done"`` or ``"failed"`` (see ``run_jobs``)."""
 
 
+class Relay(Progress):
+    """Passes a job's start and its frames on to ``progress``, but not its end: for a run that
+    is one part of a job whose end the caller reports (a pass before the real one, a shard of
+    a clip)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def job_start(self, job: Job) -> None:
+        self.progress.job_start(job)
+
+    def advance(self, frames: int) -> None:
+        self.progress.advance(frames)
+
+
 def transform_stages(transform: Transform | None) -> list[Callable]:
     """The stages of a transform, run one after the other on each batch.
 

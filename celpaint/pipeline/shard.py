@@ -46,7 +46,7 @@ from celpaint.io.sources import Source, SourceInfo
 from celpaint.pipeline.api import colorize_jobs
 from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, FrameStream, generator_workers
-from celpaint.pipeline.engine import JobResult, Progress, run_job
+from celpaint.pipeline.engine import JobResult, Progress, Relay, run_job
 from celpaint.pipeline.jobs import Job, is_clip, plan
 
 log = logging.getLogger("celpaint")
@@ -486,9 +486,7 @@ def _colorize_range(
             job.source.close()
             raise
         part_job = dataclasses.replace(job, source=_PartSource(job.source, part, frames))
-        return run_job(
-            part_job, stream, colorizer.batch_size, _PartProgress(progress), workers, sink=sink
-        )
+        return run_job(part_job, stream, colorizer.batch_size, Relay(progress), workers, sink=sink)
 
 
 def _warm_up(stream: FrameStream, frames: Iterable[np.ndarray], batch_size: int) -> None:
@@ -519,17 +517,3 @@ class _PartSource:
 
     def close(self) -> None:
         self._source.close()
-
-
-class _PartProgress(Progress):
-    """Progress of a part: reported as it goes; the end is the whole job's, reported by the
-    caller once the parts are joined (or, for ``--shard``, by the part itself)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-
-    def job_start(self, job: Job) -> None:
-        self.progress.job_start(job)
-
-    def advance(self, frames: int) -> None:
-        self.progress.advance(frames)
