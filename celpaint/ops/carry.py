@@ -1,15 +1,21 @@
 """Keyframe colors carried through a shot along the motion of its input frames.
 
-A keyframe's L*a*b* (at the work size) travels frame by frame, forward and backward: each frame
-backward-warps the previous frame's colors along the optical flow between the two *input*
-frames (nearest sample, so flat colors stay exact), and drops them where the
-motion-compensated input changed (a disocclusion, a flow error) or where the match lies
-outside the frame; there the fallback colors (the generator's) take over and travel on. Line
-art adds its paint-bucket regions (``regions.closed_regions``): a region whose carried colors
-are known on enough of its pixels takes their median everywhere, so flat cel colors stay flat
-and a color that leaked across a line is voted out. A frame between two keyframes blends the
-two carried colors by temporal distance, each where it is known; a frame no keyframe reaches
-keeps the fallback.
+A keyframe's L*a*b* (at the work size) travels frame by frame, forward and backward, along the
+optical flow between consecutive *input* frames. Each pixel remembers where in the keyframe it
+came from (the flows chained, with bilinear steps, so sub-pixel motion adds up instead of being
+rounded away) and takes the keyframe's color there (nearest sample, so flat colors stay
+exact). A pixel is dropped where the motion-compensated input changed (a disocclusion, a flow
+error) or its match left the frame; there the fallback colors (the generator's) take over.
+
+Regions then complete what the flow lost: the paint-bucket regions of line art
+(``regions.closed_regions``) or the flat regions of a grayscale frame
+(``regions.flat_regions``). A region whose carried colors are known on enough of its pixels
+keeps them and gives each of its other pixels the nearest known color of the region, so a
+region's colors come back whole after a flow error and a gradient stays a gradient. The band
+along lines and edges, which belongs to no region, takes the nearest carried color within a
+few px (at half weight) instead of the fallback. A frame between two keyframes blends the
+colors carried from both by temporal distance (weights ``1 / (1 + d) ** blend_power``), each
+where it arrived; a frame no keyframe reaches keeps the fallback.
 
 For grayscale input ``lightness_palette`` gives the fallback the keyframes' colors: the median
 a*b* of every L* level of the keyframes, which colors newly visible sky, grass or skin the way
@@ -20,14 +26,18 @@ Why these defaults: docs/design.md#keyframe-reference-colorization-opscarrypy
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import collections
+import concurrent.futures
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from celpaint.device import usable_cores
 from celpaint.ops.flow import FlowEstimator, Preset, prepare_guide, sampling_positions, warp
-from celpaint.ops.regions import closed_regions, region_medians
+from celpaint.ops.regions import closed_regions, fill_regions, flat_regions, nearest_known
 
 # L* levels of the palette: one per unit of L*.
 _PALETTE_LEVELS = 101
@@ -35,6 +45,13 @@ _PALETTE_LEVELS = 101
 # most this many L* away.
 _PALETTE_MIN_PIXELS = 20
 _PALETTE_REACH = 4
+# Colors filled into the band along lines from a neighbour count this much of a carried color.
+_BAND_WEIGHT = 0.5
+# A chained position whose bilinear and nearest samples differ by more than this (px) lies on
+# a motion boundary: it takes the nearest one rather than a mix of two objects' positions.
+_JUMP = 1.0
+# Flows estimated ahead of the pass that uses them, on a thread of their own.
+_LOOKAHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -46,9 +63,15 @@ class CarryParams:
             from the motion-compensated previous one by more than this (0..255).
         gap: line art: lines are grown by this many px before regions are found, closing gaps
             of up to twice that (``regions.closed_regions``).
-        min_region: line art: the smallest region, in pixels, that gets one color.
-        min_known: line art: a region takes its carried median when at least this share of
-            its pixels carry a keyframe color.
+        min_region: the smallest region, in pixels, that is completed from its known pixels.
+        min_known: a region is completed when at least this share of its pixels carry a
+            keyframe color.
+        edge_threshold: grayscale: gray levels per px from which a pixel is an edge between
+            flat regions (``regions.flat_regions``).
+        band_reach: px within which a pixel outside every region takes the nearest carried
+            color (0: never).
+        blend_power: frames between two keyframes weigh each keyframe's colors by
+            ``1 / (1 + distance) ** blend_power`` (> 0; larger favours the nearer keyframe).
         preset: the DIS optical-flow preset.
 
     Raises:
@@ -59,6 +82,9 @@ class CarryParams:
     gap: int = 2
     min_region: int = 24
     min_known: float = 0.25
+    edge_threshold: float = 3.0
+    band_reach: float = 3.0
+    blend_power: float = 2.0
     preset: Preset = "medium"
 
     def __post_init__(self) -> None:
@@ -72,6 +98,11 @@ class CarryParams:
             )
         if not 0 < self.min_known <= 1:
             raise ValueError(f"min_known must be within (0, 1], got {self.min_known}")
+        if self.edge_threshold <= 0 or self.band_reach < 0 or self.blend_power <= 0:
+            raise ValueError(
+                "edge_threshold and blend_power must be positive and band_reach >= 0, got "
+                f"{self.edge_threshold}, {self.blend_power}, {self.band_reach}"
+            )
 
 
 def lightness_palette(labs: Sequence[np.ndarray]) -> np.ndarray:
@@ -106,11 +137,11 @@ def palette_fill(lab: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """``lab`` (float32 ``(H, W, 3)``) with the a*b* of ``palette`` (``lightness_palette``) at
     each pixel's L* where the palette knows that level; L* and the other pixels unchanged. A
     new array."""
-    levels = np.clip(np.rint(lab[..., 0]).astype(np.int64), 0, _PALETTE_LEVELS - 1)
-    chroma = palette[levels]
-    known = ~np.isnan(chroma[..., 0])
+    # L* + 0.5 truncated: the nearest level (one uint8 index per pixel, cheap to gather with).
+    levels = np.clip(lab[..., 0] + np.float32(0.5), 0, _PALETTE_LEVELS - 1).astype(np.uint8)
+    known = ~np.isnan(palette[:, 0])
     out = lab.copy()
-    out[..., 1:][known] = chroma[known]
+    np.copyto(out[..., 1:], np.nan_to_num(palette)[levels], where=known[levels][..., None])
     return out
 
 
@@ -129,12 +160,16 @@ def carry_shot(
         fallbacks: float32 L*a*b* ``(h, w, 3)`` per frame: the colors where no keyframe color
             arrives (the generator's).
         keyframes: frame index within the shot -> float32 L*a*b* ``(h, w, 3)``.
-        line_art: the frames are line art: carried colors are also flattened per closed region.
+        line_art: the frames are line art (regions between lines), else grayscale (regions of
+            flat gray).
         params: ``CarryParams``; the defaults when None.
 
     Returns:
         (float32 L*a*b* ``(h, w, 3)`` per frame: new arrays, a keyframe's own a copy of it;
-        bool ``(h, w)`` per frame: where a keyframe's color arrived, the rest being fallback).
+        bool ``(h, w)`` per frame: *settled* pixels, inside a region that a keyframe's colors
+        reached (all of a keyframe's own frame). The rest hold colors carried per pixel along
+        lines and edges, filled in from a neighbour, or the fallback: the colors that still
+        flicker, which temporal smoothing should calm while keeping settled ones exact).
 
     Raises:
         ValueError: a keyframe index outside the shot, or arrays of different sizes.
@@ -145,21 +180,56 @@ def carry_shot(
         raise ValueError(f"{count} frames but {len(fallbacks)} fallbacks")
     if any(not 0 <= index < count for index in keyframes):
         raise ValueError(f"keyframes {sorted(keyframes)} outside a shot of {count} frames")
+    if any(gray.shape != grays[0].shape for gray in grays) or any(
+        lab.shape[:2] != grays[0].shape for lab in (*fallbacks, *keyframes.values())
+    ):
+        raise ValueError("the frames, fallbacks and keyframes of a shot must share one size")
     guides = [prepare_guide(gray, "blur") for gray in grays]
-    labels = [closed_regions(g, params.gap, params.min_region) for g in grays] if line_art else None
+    if line_art:
+        labels = [closed_regions(gray, params.gap, params.min_region) for gray in grays]
+    else:
+        labels = [
+            flat_regions(gray, params.edge_threshold, min_size=params.min_region) for gray in grays
+        ]
     carrier = _Carrier(guides, fallbacks, labels, params)
     keys = sorted(keyframes)
+    passes = []
     for number, key in enumerate(keys):
         after = keys[number + 1] if number + 1 < len(keys) else count
         before = keys[number - 1] if number > 0 else -1
-        carrier.carry(key, keyframes[key], range(key + 1, after))
-        carrier.carry(key, keyframes[key], range(key - 1, before, -1))
+        passes += [(key, range(key + 1, after)), (key, range(key - 1, before, -1))]
+    passes = [(key, order) for key, order in passes if len(order)]
+    # Passes are independent (a frame gets at most two, whose sums commute): they run side by
+    # side, each with its flows estimated ahead on another thread.
+    if len(passes) < 2:
+        for key, order in passes:
+            carrier.carry(key, keyframes[key], order)
+    else:
+        workers = min(len(passes), usable_cores())
+        with concurrent.futures.ThreadPoolExecutor(workers, "celpaint-carry") as pool:
+            futures = [pool.submit(carrier.carry, key, keyframes[key], order)
+                       for key, order in passes]  # fmt: skip
+            for future in futures:
+                future.result()
     out = carrier.blend()
-    reached = [weight > 0 for weight in carrier.weights]
     for key in keys:
         out[key] = keyframes[key].astype(np.float32, copy=True)
-        reached[key][:] = True
-    return out, reached
+        carrier.settled[key][:] = True
+    return out, carrier.settled
+
+
+class _Trail:
+    """What travels from a keyframe: per pixel of the current frame, where in the keyframe
+    its color came from, whether it came straight from there, and the colors carried."""
+
+    def __init__(self, key_lab: np.ndarray, guide: np.ndarray):
+        height, width = key_lab.shape[:2]
+        self.key_lab = key_lab
+        self.guide = guide  # uint8 (h, w): the current frame's flow guide
+        self.source = _grid(height, width)  # float32 (h, w, 2) keyframe positions
+        self.direct = np.ones((height, width), np.uint8)  # followed from the keyframe
+        self.known = np.ones((height, width), np.uint8)  # a keyframe color (direct or filled)
+        self.lab = key_lab  # float32 (h, w, 3)
 
 
 class _Carrier:
@@ -170,42 +240,86 @@ class _Carrier:
         self.fallbacks = fallbacks
         self.labels = labels
         self.params = params
-        self.flow = FlowEstimator(params.preset)
         height, width = guides[0].shape
         self.sums = [np.zeros((height, width, 3), np.float32) for _ in guides]
         self.weights = [np.zeros((height, width), np.float32) for _ in guides]
+        self.settled = [np.zeros((height, width), bool) for _ in guides]
+        self._lock = threading.Lock()
 
     def carry(self, key: int, key_lab: np.ndarray, order: range) -> None:
         """Carry ``key_lab`` from frame ``key`` through ``order`` (consecutive frames moving
-        away from it)."""
-        lab = key_lab.astype(np.float32, copy=False)
-        known = np.ones(lab.shape[:2], np.uint8)
-        previous = key
-        for index in order:
-            lab, known = self._step(previous, index, lab, known)
-            weight = known.astype(np.float32) / np.float32(1 + abs(index - key))
-            self.sums[index] += lab * weight[..., None]
-            self.weights[index] += weight
-            previous = index
+        away from it). Passes may run on several threads at once."""
+        trail = _Trail(key_lab.astype(np.float32, copy=False), self.guides[key])
+        for index, positions in zip(order, self._positions(key, order), strict=True):
+            weight = self._step(index, positions, trail)
+            settled = (trail.known > 0) & (self.labels[index] > 0)
+            weight *= np.float32(1.0 / (1 + abs(index - key)) ** self.params.blend_power)
+            contribution = trail.lab * weight[..., None]
+            with self._lock:
+                self.sums[index] += contribution
+                self.weights[index] += weight
+                self.settled[index] |= settled
 
-    def _step(self, previous: int, index: int, lab: np.ndarray, known: np.ndarray):
-        guide, previous_guide = self.guides[index], self.guides[previous]
-        positions = sampling_positions(self.flow.estimate(guide, previous_guide))
+    def _positions(self, key: int, order: range) -> Iterator[np.ndarray]:
+        """The sampling positions (``flow.sampling_positions``) of each frame of ``order`` in
+        the frame before it in the pass, estimated a few frames ahead on another thread."""
+        estimator = FlowEstimator(self.params.preset)  # used by the pool's one thread only
+
+        def positions(index: int, previous: int) -> np.ndarray:
+            flow = estimator.estimate(self.guides[index], self.guides[previous])
+            return sampling_positions(flow)
+
+        with concurrent.futures.ThreadPoolExecutor(1, "celpaint-carry-flow") as pool:
+            pending = collections.deque()
+            for index, previous in zip(order, [key, *order[:-1]], strict=True):
+                pending.append(pool.submit(positions, index, previous))
+                if len(pending) > _LOOKAHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _step(self, index: int, positions: np.ndarray, trail: _Trail) -> np.ndarray:
+        """Move ``trail`` to frame ``index`` along ``positions`` (its pixels' places in the
+        frame before); returns the weight (0..1) of each pixel's carried color."""
+        guide = self.guides[index]
         height, width = guide.shape
-        x, y = positions[..., 0], positions[..., 1]
-        outside = (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
-        moved = warp(previous_guide, positions=positions)
-        lost = outside | (cv2.absdiff(moved, guide) > self.params.change_threshold)
-        carried = warp(lab, positions=positions, interpolation=cv2.INTER_NEAREST)
-        still = warp(known, positions=positions, interpolation=cv2.INTER_NEAREST) > 0
-        still &= ~lost
-        carried = np.where(still[..., None], carried, self.fallbacks[index])
-        if self.labels is not None:
-            carried, trusted = region_medians(
-                carried, still, self.labels[index], min_fraction=self.params.min_known
-            )
-            still |= trusted
-        return carried, still.astype(np.uint8)
+        inside = cv2.inRange(positions, (-0.5, -0.5), (width - 0.5, height - 0.5))
+        moved = warp(trail.guide, positions=positions)
+        lost = (inside == 0) | (cv2.absdiff(moved, guide) > self.params.change_threshold)
+        trail.guide = guide
+        # Keyframe positions follow the flow bilinearly (sub-pixel motion accumulates), except
+        # across motion boundaries, where they follow the nearest pixel.
+        smooth = warp(trail.source, positions=positions)
+        near = warp(trail.source, positions=positions, interpolation=cv2.INTER_NEAREST)
+        difference = cv2.absdiff(smooth, near)
+        jump = np.maximum(difference[..., 0], difference[..., 1]) > _JUMP
+        np.copyto(smooth, near, where=jump[..., None])
+        trail.source = smooth
+        direct = warp(trail.direct, positions=positions, interpolation=cv2.INTER_NEAREST) > 0
+        known = warp(trail.known, positions=positions, interpolation=cv2.INTER_NEAREST) > 0
+        direct &= ~lost
+        known &= ~lost
+        # Colors filled in earlier travel as colors; followed ones come from the keyframe.
+        lab = warp(trail.lab, positions=positions, interpolation=cv2.INTER_NEAREST)
+        from_key = warp(trail.key_lab, positions=smooth, interpolation=cv2.INTER_NEAREST)
+        np.copyto(lab, from_key, where=direct[..., None])
+        np.copyto(lab, self.fallbacks[index], where=~known[..., None])
+        weight = known.astype(np.float32)
+        if known.any():
+            labels = self.labels[index]
+            lab, trusted = fill_regions(lab, known, labels, self.params.min_known)
+            known |= trusted
+            weight[trusted] = 1.0
+            # The band along lines takes its nearest neighbour's color, completed regions
+            # included.
+            distance, nearest = nearest_known(known)
+            band = ~known & (labels == 0) & (distance <= self.params.band_reach)
+            lab.reshape(-1, 3)[np.flatnonzero(band)] = lab.reshape(-1, 3)[nearest[band]]
+            weight[band] = _BAND_WEIGHT
+        trail.lab = lab
+        trail.direct = direct.view(np.uint8)
+        trail.known = known.view(np.uint8)
+        return weight
 
     def blend(self) -> list[np.ndarray]:
         out = []
@@ -214,3 +328,9 @@ class _Carrier:
             blended = total / np.maximum(weight, np.float32(1e-12))[..., None]
             out.append(np.where(reached[..., None], blended, fallback).astype(np.float32))
         return out
+
+
+def _grid(height: int, width: int) -> np.ndarray:
+    """float32 ``(height, width, 2)``: each pixel's own (x, y)."""
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return np.stack([xs, ys], axis=-1)

@@ -132,9 +132,55 @@ def closed_regions(
         raise ValueError(
             f"line_art must be a uint8 (H, W) frame, got {line_art.dtype} {line_art.shape}"
         )
+    lines = (line_art < line_threshold).astype(np.uint8)
+    return _regions_between(lines, gap, min_size)
+
+
+def flat_regions(
+    gray: np.ndarray, edge_threshold: float = 3.0, gap: int = 1, min_size: int = 24
+) -> np.ndarray:
+    """The regions of near-constant gray of a grayscale frame: its flat cel areas.
+
+    A pixel is an edge where the gray level changes by more than ``edge_threshold`` levels per
+    px (Sobel gradient of the frame smoothed with a Gaussian of sigma 1 px); edges are grown by
+    ``gap`` px and the rest split into 4-connected regions, as ``closed_regions`` does with
+    lines. Smooth shading (a sky's gradient) stays inside one region.
+
+    Args:
+        gray: uint8 ``(H, W)`` grayscale frame.
+        edge_threshold: gray levels per px (> 0) from which a pixel is an edge.
+        gap: px by which edges are grown, >= 0.
+        min_size: smallest region kept, in pixels.
+
+    Returns:
+        int32 ``(H, W)``: 0 on the (grown) edges and in regions smaller than ``min_size``,
+        1..N for the regions.
+
+    Raises:
+        ValueError: ``gray`` not uint8 ``(H, W)``, ``edge_threshold <= 0`` or ``gap < 0``.
+    """
+    _check_gray(gray, "gray")
+    if edge_threshold <= 0:
+        raise ValueError(f"edge_threshold must be positive, got {edge_threshold}")
+    smooth = cv2.GaussianBlur(gray, (0, 0), 1.0).astype(np.float32)
+    # Sobel's 3x3 kernels weigh the difference of two pixels 2 px apart by 4: /8 gives levels
+    # per px.
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    edges = cv2.magnitude(gx, gy) > np.float32(8.0 * edge_threshold)
+    return _regions_between(edges.view(np.uint8), gap, min_size)
+
+
+def _check_gray(image: np.ndarray, name: str) -> None:
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"{name} must be a uint8 (H, W) frame, got {image.dtype} {image.shape}")
+
+
+def _regions_between(lines: np.ndarray, gap: int, min_size: int) -> np.ndarray:
+    """4-connected regions of the pixels away from ``lines`` (uint8 0/1 ``(H, W)``) grown by
+    ``gap`` px; regions under ``min_size`` px and the grown lines are 0."""
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    lines = (line_art < line_threshold).astype(np.uint8)
     if gap:
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
         lines = cv2.dilate(lines, disc)
@@ -149,23 +195,51 @@ def closed_regions(
     return labels
 
 
-def region_medians(
+def nearest_known(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the nearest pixel where ``known`` is True.
+
+    Args:
+        known: bool ``(H, W)`` with at least one True pixel.
+
+    Returns:
+        (float32 ``(H, W)``: the distance in px, 0 on known pixels (a 3x3 chamfer
+        approximation of the Euclidean distance); int64 ``(H, W)``: the flat index
+        ``y * W + x`` of that pixel).
+
+    Raises:
+        ValueError: no pixel is known.
+    """
+    if not known.any():
+        raise ValueError("no pixel is known")
+    distance, seeds = cv2.distanceTransformWithLabels(
+        (~known).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # Every known pixel is a seed of its own label: map labels back to where they are.
+    where = np.zeros(int(seeds.max()) + 1, np.int64)
+    where[seeds[known]] = np.flatnonzero(known)
+    return distance, where[seeds]
+
+
+def fill_regions(
     values: np.ndarray,
     known: np.ndarray,
     labels: np.ndarray,
     min_fraction: float = 0.25,
     min_pixels: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fill each region whose colors are known well enough with their median.
+    """Complete each region whose colors are known well enough from its known pixels.
 
     A region is *trusted* when at least ``min_fraction`` of its pixels, and ``min_pixels``, are
-    ``known``; it then takes, on every pixel, the per-channel median of ``values`` over its
-    known pixels. Other regions, and pixels outside every region (label 0), keep ``values``.
+    ``known``. Its known pixels keep their values (a gradient stays a gradient); each of its
+    other pixels takes the values of the nearest known pixel of a trusted region when that
+    pixel lies in its own region, else the region's per-channel median over its known pixels.
+    Other regions, and pixels outside every region (label 0), keep ``values``.
 
     Args:
         values: float32 ``(H, W, C)``.
         known: bool ``(H, W)``: which of ``values`` to trust.
-        labels: int32 ``(H, W)`` from ``closed_regions``.
+        labels: int32 ``(H, W)`` from ``closed_regions`` or ``flat_regions``.
+        min_fraction: share of a region's pixels (0..1] that must be known to trust it.
 
     Returns:
         (float32 ``(H, W, C)``, a new array; bool ``(H, W)``: the pixels of trusted regions).
@@ -173,21 +247,30 @@ def region_medians(
     count = int(labels.max()) + 1
     flat = labels.ravel()
     channels = values.shape[2]
+    flat_values = values.reshape(-1, channels)
     chosen = known.ravel() & (flat > 0)
     sizes = np.bincount(flat, minlength=count)
-    known_labels = flat[chosen]
-    order = np.argsort(known_labels, kind="stable")
-    sorted_labels = known_labels[order]
-    sorted_values = values.reshape(-1, channels)[chosen][order]
-    bounds = np.searchsorted(sorted_labels, np.arange(count + 1))
-    medians = np.zeros((count, channels), np.float32)
-    trusted = np.zeros(count, bool)
-    for region in range(1, count):
-        start, end = bounds[region], bounds[region + 1]
-        if end - start >= max(min_pixels, min_fraction * sizes[region]):
-            medians[region] = np.median(sorted_values[start:end], axis=0)
-            trusted[region] = True
+    known_counts = np.bincount(flat[chosen], minlength=count)
+    trusted = known_counts >= np.maximum(min_pixels, min_fraction * sizes)
+    trusted[0] = False
     inside = trusted[labels]
     out = values.astype(np.float32, copy=True)
-    out[inside] = medians[labels[inside]]
+    todo = inside & ~known
+    if not todo.any():
+        return out, inside
+    _, nearest = nearest_known(known & inside)
+    targets = np.flatnonzero(todo)
+    sources = nearest.ravel()[targets]
+    same = flat[sources] == flat[targets]
+    out_flat = out.reshape(-1, channels)
+    out_flat[targets[same]] = flat_values[sources[same]]
+    if not same.all():
+        # Medians only of the regions that need one.
+        others = targets[~same]
+        needed = np.zeros(count, bool)
+        needed[flat[others]] = True
+        chosen &= needed[flat]
+        medians = np.zeros((count, channels), np.float32)
+        _region_medians(flat[chosen], flat_values[chosen], medians)
+        out_flat[others] = medians[flat[others]]
     return out, inside

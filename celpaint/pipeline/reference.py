@@ -5,8 +5,8 @@ A clip with references is colorized in two passes over its frames:
 1. *analysis*: the generator colors every frame at the work size (the fallback colors), the
    gray input frames are kept, and scene cuts are found; then each shot that holds a keyframe
    gets its colors carried from its keyframes, forward and backward (``ops.carry.carry_shot``),
-   and every shot is smoothed over time as any clip is (unless ``--no-temporal``), keeping the
-   carried colors exact. Shots without a keyframe keep the generator's colors.
+   and every shot is smoothed over time as any clip is (unless ``--no-temporal``), except the
+   regions the keyframes' colors settled. Shots without a keyframe keep the generator's colors.
 2. *rendering*: the frames are decoded again and brought to the native size as usual (lines of
    the native input drawn over line art, the input's L* exactly for grayscale); a keyframe's own
    frame is its reference, with the input's lines (line art) or the input's L* (grayscale).
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from celpaint.color import array as color_array
+from celpaint.device import usable_cores
 from celpaint.errors import InputError
 from celpaint.io.frames import MAX_PIXELS, check_pixels, image_size, list_images, read_image
 from celpaint.io.sources import SourceInfo
@@ -193,34 +194,34 @@ class KeyframeColorizer:
             keys = {i - start: self._work_lab(self.references[i]) for i in self.references
                     if start <= i < end}  # fmt: skip
             labs = self.labs[start:end]
-            reached = None
+            settled = None
             if keys:
                 if self.task.keeps_input_lightness:
                     palette = lightness_palette(list(keys.values()))
                     labs = [palette_fill(lab, palette) for lab in labs]
-                labs, reached = carry_shot(
+                labs, settled = carry_shot(
                     self.grays[start:end], labs, keys, not self.task.keeps_input_lightness,
                     self.params,
                 )  # fmt: skip
                 self.carried.update(range(start, end))
-            self.labs[start:end] = self._smooth(start, end, labs, reached)
+            self.labs[start:end] = self._smooth(start, end, labs, settled)
 
-    def _smooth(self, start: int, end: int, labs: list, reached: list | None) -> list:
+    def _smooth(self, start: int, end: int, labs: list, settled: list | None) -> list:
         """A shot's colors smoothed over time, as any clip's (unless ``--no-temporal``).
 
-        In a shot with keyframes the fallback colors are re-chosen wherever a carried color
-        is dropped, and would flicker there; colors carried from a keyframe are steady
-        already and stay exact (``reached``).
+        In a shot with keyframes, the settled colors (regions the keyframes' colors reached)
+        stay exact; the rest (colors along lines and edges, filled in from a neighbour, the
+        fallback) would flicker and are smoothed.
         """
         if self.stream.smoother is None:
             return labs
         self.stream.smoother.reset()
         smoothed = self.stream.smoother.process_batch(
-            np.stack(self.grays[start:end]), np.stack(labs)
+            np.stack(self.grays[start:end]), np.stack(labs), usable_cores()
         )
-        if reached is None:
+        if settled is None:
             return list(smoothed)
-        pairs = zip(labs, smoothed, reached, strict=True)
+        pairs = zip(labs, smoothed, settled, strict=True)
         return [np.where(mask[..., None], lab, smooth) for lab, smooth, mask in pairs]
 
     def _work_lab(self, rgb: np.ndarray) -> np.ndarray:

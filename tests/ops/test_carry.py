@@ -7,21 +7,21 @@ import pytest
 
 from celpaint.color.array import rgb_to_lab, to_gray
 from celpaint.ops.carry import CarryParams, carry_shot, lightness_palette, palette_fill
-from celpaint.ops.regions import closed_regions, region_medians
+from celpaint.ops.regions import closed_regions, fill_regions, flat_regions, nearest_known
 from tests.shots import DISC, PAPER, SQUARE, TRIANGLE, interiors, shot
 
 
-def _delta(lab: np.ndarray, rgb) -> np.ndarray:
-    """Euclidean L*a*b* distance of every pixel of ``lab`` to the color ``rgb``."""
+def _delta(lab: np.ndarray, rgb, chroma: bool = False) -> np.ndarray:
+    """Euclidean L*a*b* (``chroma``: a*b*) distance of every pixel of ``lab`` to ``rgb``."""
     target = rgb_to_lab(np.array([[rgb]], np.uint8))[0, 0]
-    return np.linalg.norm(lab - target, axis=2)
+    return np.linalg.norm(lab - (target[1:] if chroma else target), axis=2)
 
 
-def _carry(colors, lines, keys, fallback_rgb=(128, 128, 128), **params):
+def _carry(colors, lines, keys, fallback_rgb=(128, 128, 128), line_art=True, **params):
     grays = [to_gray(frame) for frame in lines]
     fallback = rgb_to_lab(np.full(colors.shape[1:], fallback_rgb, np.uint8))
     keyframes = {k: rgb_to_lab(colors[k]) for k in keys}
-    return carry_shot(grays, [fallback] * len(grays), keyframes, True, CarryParams(**params))[0]
+    return carry_shot(grays, [fallback] * len(grays), keyframes, line_art, CarryParams(**params))[0]
 
 
 @pytest.mark.parametrize("rotate", [False, True])
@@ -95,18 +95,71 @@ def test_closed_regions_close_small_gaps_only():
     assert labels[30, 10] == labels[30, 70]
 
 
-def test_region_medians_trust_regions_known_well_enough():
+def test_grayscale_colors_reach_every_later_interior():
+    colors, _ = shot(12)
+    # Grayscale input: the frames' own gray, regions of flat gray instead of lines.
+    carried = _carry(colors, colors, [0], line_art=False)
+    for t in range(1, 12):
+        for rgb in (PAPER, SQUARE, DISC):
+            inside = interiors(colors[t], rgb)
+            assert np.percentile(_delta(carried[t][..., 1:], rgb, chroma=True)[inside], 99) < 1.0
+
+
+def test_sub_pixel_motion_adds_up():
+    """A square drifting 0.4 px a frame: after 20 frames its colors have moved 8 px with it
+    (sampling the previous frame's colors at the nearest pixel would leave them where they
+    were)."""
+    frames = []
+    for t in range(21):
+        color = np.full((64, 96, 3), PAPER, np.uint8)
+        left = 20 + 0.4 * t
+        # Anti-aliased edges so that the input shows the sub-pixel position.
+        xs = np.arange(96, dtype=np.float32)
+        cover = np.clip(xs + 1 - left, 0, 1) * np.clip(left + 24 - xs, 0, 1)
+        rows = slice(20, 44)
+        color[rows] = (PAPER + cover[:, None] * (np.subtract(SQUARE, PAPER))).astype(np.uint8)
+        frames.append(color)
+    colors = np.stack(frames)
+    carried = _carry(colors, colors, [0], line_art=False)
+    inside = interiors(colors[20], SQUARE, margin=1)
+    assert inside.sum() > 200
+    assert np.percentile(_delta(carried[20][..., 1:], SQUARE, chroma=True)[inside], 95) < 2.0
+
+
+def test_flat_regions_split_at_edges_and_keep_gradients():
+    gray = np.zeros((60, 80), np.uint8)
+    gray[:, :40] = np.linspace(100, 140, 60, dtype=np.float32)[:, None]  # a sky's gradient
+    gray[:, 40:] = 30  # a step of 70+ levels: an edge
+    labels = flat_regions(gray)
+    assert labels[2, 10] == labels[57, 30] > 0  # the gradient is one region
+    assert labels[30, 60] > 0 and labels[30, 60] != labels[30, 10]
+    assert labels[30, 40] == 0  # the edge belongs to no region
+
+
+def test_fill_regions_complete_trusted_regions_from_their_known_pixels():
     labels = np.zeros((10, 20), np.int32)
     labels[:, :10], labels[:, 10:] = 1, 2
     values = np.zeros((10, 20, 3), np.float32)
-    values[:, :10] = 50.0
-    values[0, 0] = 99.0  # an outlier the median votes out
+    values[:, :10, 0] = np.arange(10, dtype=np.float32)[:, None]  # a gradient down region 1
     known = np.zeros((10, 20), bool)
-    known[:, :10] = True
+    known[:, :5] = True  # half of region 1
     known[0, 10] = True  # 1 of 100 pixels: too few to trust region 2
-    out, trusted = region_medians(values, known, labels)
-    assert np.all(out[:, :10] == 50.0) and trusted[:, :10].all()
-    assert not trusted[:, 10:].any() and np.array_equal(out[:, 10:], values[:, 10:])
+    values[0, 10] = 99.0
+    out, trusted = fill_regions(values, known, labels)
+    assert trusted[:, :10].all() and not trusted[:, 10:].any()
+    # Known pixels keep their values; the others take their row's nearest known value.
+    np.testing.assert_array_equal(out[:, :10, 0], np.repeat(np.arange(10.0)[:, None], 10, 1))
+    assert np.array_equal(out[:, 10:], values[:, 10:])
+
+
+def test_nearest_known_finds_the_closest_known_pixel():
+    known = np.zeros((5, 7), bool)
+    known[1, 1] = known[3, 6] = True
+    distance, nearest = nearest_known(known)
+    assert nearest[0, 0] == 1 * 7 + 1 and nearest[4, 5] == 3 * 7 + 6
+    assert distance[1, 1] == 0 and distance[1, 3] == pytest.approx(2, abs=0.1)
+    with pytest.raises(ValueError, match="no pixel"):
+        nearest_known(np.zeros((3, 3), bool))
 
 
 def test_lightness_palette_gives_each_level_the_keyframes_color():
