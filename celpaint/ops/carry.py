@@ -72,6 +72,9 @@ class CarryParams:
             color (0: never).
         blend_power: frames between two keyframes weigh each keyframe's colors by
             ``1 / (1 + distance) ** blend_power`` (> 0; larger favours the nearer keyframe).
+        line_blur: line art: sigma (px) of the Gaussian that smooths the frames the flow runs
+            on (``flow.prepare_guide``'s ``blur``); grayscale frames are used as they are, their
+            shading being texture enough.
         preset: the DIS optical-flow preset.
 
     Raises:
@@ -85,6 +88,7 @@ class CarryParams:
     edge_threshold: float = 3.0
     band_reach: float = 3.0
     blend_power: float = 2.0
+    line_blur: float = 2.0
     preset: Preset = "medium"
 
     def __post_init__(self) -> None:
@@ -98,11 +102,13 @@ class CarryParams:
             )
         if not 0 < self.min_known <= 1:
             raise ValueError(f"min_known must be within (0, 1], got {self.min_known}")
-        if self.edge_threshold <= 0 or self.band_reach < 0 or self.blend_power <= 0:
+        if min(self.edge_threshold, self.blend_power, self.line_blur) <= 0:
             raise ValueError(
-                "edge_threshold and blend_power must be positive and band_reach >= 0, got "
-                f"{self.edge_threshold}, {self.blend_power}, {self.band_reach}"
+                "edge_threshold, blend_power and line_blur must be positive, got "
+                f"{self.edge_threshold}, {self.blend_power}, {self.line_blur}"
             )
+        if self.band_reach < 0:
+            raise ValueError(f"band_reach must be >= 0, got {self.band_reach}")
 
 
 def lightness_palette(labs: Sequence[np.ndarray]) -> np.ndarray:
@@ -184,12 +190,14 @@ def carry_shot(
         lab.shape[:2] != grays[0].shape for lab in (*fallbacks, *keyframes.values())
     ):
         raise ValueError("the frames, fallbacks and keyframes of a shot must share one size")
-    guides = [prepare_guide(gray, "blur") for gray in grays]
     if line_art:
+        guides = [prepare_guide(gray, "blur", blur_sigma=params.line_blur) for gray in grays]
         labels = [closed_regions(gray, params.gap, params.min_region) for gray in grays]
     else:
+        guides = list(grays)
         labels = [
-            flat_regions(gray, params.edge_threshold, min_size=params.min_region) for gray in grays
+            flat_regions(gray, params.edge_threshold, min_size=params.min_region)
+            for gray in grays
         ]
     carrier = _Carrier(guides, fallbacks, labels, params)
     keys = sorted(keyframes)
