@@ -196,8 +196,7 @@ def carry_shot(
     else:
         guides = list(grays)
         labels = [
-            flat_regions(gray, params.edge_threshold, min_size=params.min_region)
-            for gray in grays
+            flat_regions(gray, params.edge_threshold, min_size=params.min_region) for gray in grays
         ]
     carrier = _Carrier(guides, fallbacks, labels, params)
     keys = sorted(keyframes)
