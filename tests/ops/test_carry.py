@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -70,6 +71,28 @@ def test_two_keyframes_blend_without_a_seam():
     assert total > 20
     # No jump larger than twice an even share of the change.
     assert max(steps) < 2 * total / 8
+
+
+def test_the_band_along_lines_takes_its_neighbours_colors():
+    colors, lines = shot(12)
+    carried = _carry(colors, lines, [0], fallback_rgb=(128, 128, 128))
+    # Paper-side pixels within 2 px of a line belong to no region (lines are grown by 2 px).
+    paper = lines[11][..., 0] >= 250
+    near_line = cv2.dilate((lines[11][..., 0] < 128).view(np.uint8), np.ones((5, 5), np.uint8))
+    band = paper & (near_line > 0)
+    assert band.sum() > 100
+    nearest = np.min([_delta(carried[11], rgb) for rgb in (PAPER, SQUARE, DISC)], axis=0)
+    # ... and they get one of the colors around them, not the fallback gray.
+    assert np.percentile(nearest[band], 90) < 3.0
+    assert np.percentile(_delta(carried[11], (128, 128, 128))[band], 10) > 20
+
+
+def test_passes_on_threads_give_the_same_colors(monkeypatch):
+    colors, lines = shot(12)
+    threaded = _carry(colors, lines, [0, 5, 11])
+    monkeypatch.setattr("celpaint.ops.carry.usable_cores", lambda: 1)
+    one_by_one = _carry(colors, lines, [0, 5, 11])
+    assert all(np.array_equal(a, b) for a, b in zip(threaded, one_by_one, strict=True))
 
 
 def test_keyframes_are_returned_as_they_are():
