@@ -19,7 +19,7 @@ from celpaint.ops.carry import CarryParams
 from celpaint.ops.lineart import DEFAULT_PARAMS, LineArtParams, line_art_batch
 from celpaint.pipeline.auto import AutoColorizer, choose
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer, generator_workers
-from celpaint.pipeline.engine import JobResult, Progress, Relay, Transform, run_job, run_jobs
+from celpaint.pipeline.engine import JobResult, Progress, Transform, run_job, run_jobs
 from celpaint.pipeline.jobs import Job, batch_inputs, is_clip, plan
 from celpaint.pipeline.reference import KeyframeColorizer, adapt, resolve_references
 
@@ -187,27 +187,47 @@ def _colorize_from_keyframes(
     started = time.perf_counter()
     try:
         progress.start([job])
-        # The progress bar follows the analysis (the generator, most of the time); the
-        # rendering pass reports only the end, with the time of both.
+        # Each pass over the frames is half of the job's progress: the bar stands at half
+        # while the colors are carried, and ends when the output is complete.
         analysis = _Stages(keyframes.analysis_stages())
-        run_job(job, analysis, colorizer.batch_size, Relay(progress), workers,
+        run_job(job, analysis, colorizer.batch_size, _Half(progress), workers,
                 sink=DiscardSink())  # fmt: skip
         keyframes.carry()
         return run_job(
-            job, keyframes.render_stage(), colorizer.batch_size, _Rendering(progress, started)
+            job, keyframes.render_stage(), colorizer.batch_size, _Half(progress, started)
         )
     finally:
         job.source.close()
 
 
-class _Rendering(Progress):
-    def __init__(self, progress: Progress, started: float):
+class _Half(Progress):
+    """Relays one of the two passes over a job's frames as half of its progress: the first
+    pass (``started`` None) reports the job's start and ``frames // 2`` of its frames, the
+    second the rest and the job's end, timed from ``started`` (``time.perf_counter()``)."""
+
+    def __init__(self, progress: Progress, started: float | None = None):
         self.progress = progress
         self.started = started
+        self.seen = 0
+
+    def job_start(self, job: Job) -> None:
+        if self.started is None:
+            self.progress.job_start(job)
+
+    def advance(self, frames: int) -> None:
+        # The first pass rounds down, the second up: together every frame once.
+        before, self.seen = self.seen, self.seen + frames
+        if self.started is None:
+            reported = self.seen // 2 - before // 2
+        else:
+            reported = (self.seen + 1) // 2 - (before + 1) // 2
+        if reported:
+            self.progress.advance(reported)
 
     def job_end(self, result: JobResult) -> None:
-        seconds = time.perf_counter() - self.started
-        self.progress.job_end(dataclasses.replace(result, seconds=seconds))
+        if self.started is not None:
+            seconds = time.perf_counter() - self.started
+            self.progress.job_end(dataclasses.replace(result, seconds=seconds))
 
 
 class _Stages:

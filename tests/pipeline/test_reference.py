@@ -13,7 +13,8 @@ from celpaint.color.array import lightness, rgb_to_lab
 from celpaint.io.frames import list_images, read_image, write_image
 from celpaint.pipeline.api import colorize
 from celpaint.pipeline.colorizer import ColorizeOptions, Colorizer
-from celpaint.pipeline.reference import adapt, colorize_clip
+from celpaint.pipeline.engine import Progress
+from celpaint.pipeline.reference import KeyframeColorizer, adapt, colorize_clip
 from tests.shots import DISC, PAPER, SQUARE, interiors, shot
 
 
@@ -70,6 +71,35 @@ def test_batches_and_memory_give_the_same_frames(tmp_path, line_shot, lineart_mo
     colorizer = Colorizer.from_pretrained(lineart_model, device="cpu")
     in_memory = colorize_clip(colorizer, lines, {0: colors[0]})
     assert all(np.array_equal(a, b) for a, b in zip(in_memory, outputs[0], strict=True))
+
+
+def test_each_pass_is_half_of_the_progress(tmp_path, line_shot, lineart_model, monkeypatch):
+    root, _, _ = line_shot
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.frames, self.starts, self.ends = 0, 0, []
+
+        def job_start(self, job):
+            self.starts += 1
+
+        def advance(self, frames):
+            self.frames += frames
+
+        def job_end(self, result):
+            self.ends.append(result)
+
+    recorder = Recorder()
+    at_carry = []
+    carry = KeyframeColorizer.carry
+    monkeypatch.setattr(KeyframeColorizer, "carry",
+                        lambda self: (at_carry.append(recorder.frames), carry(self)))  # fmt: skip
+    colorizer = Colorizer.from_pretrained(lineart_model, device="cpu", batch_size=3)
+    colorize(root / "lines", tmp_path / "out", colorizer, progress=recorder,
+             references=[root / "f001.png"])  # fmt: skip
+    # 10 frames: 5 reported by the analysis, before the colors are carried, 5 by rendering.
+    assert at_carry == [5] and recorder.frames == 10
+    assert recorder.starts == 1 and len(recorder.ends) == 1 and recorder.ends[0].frames == 10
 
 
 def test_a_scene_cut_stops_the_keyframe(tmp_path, lineart_model):
