@@ -137,14 +137,15 @@ def closed_regions(
 
 
 def flat_regions(
-    gray: np.ndarray, edge_threshold: float = 3.0, gap: int = 1, min_size: int = 24
+    gray: np.ndarray, edge_threshold: float = 3.0, gap: int = 0, min_size: int = 24
 ) -> np.ndarray:
     """The regions of near-constant gray of a grayscale frame: its flat cel areas.
 
     A pixel is an edge where the gray level changes by more than ``edge_threshold`` levels per
-    px (Sobel gradient of the frame smoothed with a Gaussian of sigma 1 px); edges are grown by
-    ``gap`` px and the rest split into 4-connected regions, as ``closed_regions`` does with
-    lines. Smooth shading (a sky's gradient) stays inside one region.
+    px (Sobel gradient of the frame smoothed with a Gaussian of sigma 1 px, which already makes
+    a step a band of about 4 px); edges are grown by ``gap`` px and the rest split into
+    4-connected regions, as ``closed_regions`` does with lines. Smooth shading (a sky's
+    gradient) stays inside one region.
 
     Args:
         gray: uint8 ``(H, W)`` grayscale frame.
