@@ -13,6 +13,7 @@ import fnmatch
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -367,6 +368,11 @@ class FolderSink:
         if done:
             self._files.add(path.name)
         return done
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Count the frames ``names`` as this output's although another writer wrote them
+        (the other parts of a sharded run): ``close`` with ``overwrite`` keeps them."""
+        self._files.update(self.path_for(name).name for name in names)
 
     def write(self, name: str, rgb: np.ndarray) -> None:
         path = self.path_for(name)

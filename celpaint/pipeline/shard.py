@@ -346,6 +346,12 @@ def _split_clip(
         frames = sum(dist.gather(written))
         if segment is not None:
             _join_on_rank_zero(dist, job, segments, encode)
+        elif dist.main and encode.overwrite:
+            # Every part is in: the folder's other frames (an earlier output's) go, as they
+            # do when one process overwrites a folder.
+            folder = FolderSink(job.output, overwrite=True)
+            folder.claim(info.name(index) for index in range(info.frame_count))
+            folder.close()
     finally:
         if segment is not None:
             segment.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from celpaint.cli.app import main
-from celpaint.io.frames import list_images, read_image, remove_stale_temporaries
+from celpaint.io.frames import list_images, read_image, remove_stale_temporaries, write_image
 from celpaint.io.media import probe
 from celpaint.io.sources import open_source
 from celpaint.ops.metrics import ciede2000
@@ -131,6 +131,20 @@ def test_torchrun_splits_one_clip_and_joins_it(tmp_path, clip, whole, lineart_mo
     assert result.stderr.count("colored 40 frames") == 1  # rank 0 reports the whole clip
     _assert_like_one_run(out, clip, whole, ffmpeg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no part left
+
+
+@pytest.mark.slow
+def test_torchrun_overwriting_a_folder_leaves_only_this_clips_frames(tmp_path, clip, lineart_model):
+    out = tmp_path / "frames"
+    out.mkdir()
+    # An earlier, longer output's frame, and a file that is not a frame.
+    write_image(out / "frame_000099.png", np.zeros((8, 8, 3), np.uint8))
+    (out / "notes.txt").write_text("mine")
+    command = _torchrun(clip, "-o", out, "-m", lineart_model, "--overwrite", *WARMUP)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_ENV)
+    assert result.returncode == 0, result.stderr
+    names = sorted(path.name for path in out.iterdir())
+    assert names == [f"frame_{n:06d}.png" for n in range(1, 41)] + ["notes.txt"]
 
 
 @pytest.mark.slow
