@@ -191,12 +191,15 @@ def rank() -> int:
 
 def rank_device(device_text: str) -> str:
     """``--device`` for this process of a ``torchrun`` run: its own GPU (``cuda:LOCAL_RANK``)
-    for ``cuda``, ``cuda:N`` and ``auto`` where CUDA is available, else the CPU. Unchanged
-    outside ``torchrun``."""
+    for ``cuda``, ``cuda:N`` and ``auto`` where CUDA is available, else the CPU. With more
+    processes on the machine than GPUs they take turns (``LOCAL_RANK`` modulo the GPU count),
+    so several share a GPU. Unchanged outside ``torchrun``."""
     if world_size() <= 1:
         return device_text
     if device_text.startswith("cuda") or (device_text == "auto" and torch.cuda.is_available()):
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        gpus = torch.cuda.device_count()
+        return f"cuda:{local_rank % gpus if gpus else local_rank}"
     return "cpu"
 
 
@@ -211,6 +214,9 @@ def distributed_setup(
         device_text: ``--device``; ``auto`` and ``cuda`` become this process's own GPU.
         backend: the process group's backend; None: nccl on CUDA, gloo on the CPU.
         timeout: how long a collective waits for the slowest process (torch's default if None).
+
+    Raises:
+        ValueError: NCCL with more processes on this machine than it has GPUs.
     """
     size = world_size()
     if size <= 1:
@@ -219,11 +225,17 @@ def distributed_setup(
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device_text = rank_device(device_text)
     use_cuda = device_text.startswith("cuda")
+    backend = backend or ("nccl" if use_cuda else "gloo")
+    gpus = torch.cuda.device_count() if use_cuda else 0
+    if backend == "nccl" and 0 < gpus < local_world_size():
+        raise ValueError(
+            f"torchrun started {local_world_size()} processes on this machine but it has {gpus} "
+            f"GPU(s), and NCCL needs a GPU of its own for each: use --nproc-per-node {gpus}"
+        )
     if use_cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(torch.device(device_text))
     owns = False
     if not torch.distributed.is_initialized():
-        backend = backend or ("nccl" if use_cuda else "gloo")
         options = {"timeout": timeout} if timeout is not None else {}
         torch.distributed.init_process_group(backend=backend, **options)
         owns = True

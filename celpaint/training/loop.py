@@ -111,7 +111,10 @@ def train(
     explicit = set(explicit_fields(config) if explicit is None else explicit)
     config = replace(config)  # resolving --init or --resume must not change the caller's
     config.check()
-    dist, device_text = distributed_setup(config.device)
+    try:
+        dist, device_text = distributed_setup(config.device)
+    except ValueError as error:  # more processes than GPUs for NCCL
+        raise InputError(str(error)) from None
     reporter = progress if dist.main else TrainProgress()
     lock = RunLock(Path(config.out))
     threads = torch.get_num_threads()
