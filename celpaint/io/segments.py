@@ -32,7 +32,7 @@ from celpaint.io.frames import (
     temporary_path,
 )
 from celpaint.io.media import MediaInfo, find_ffmpeg, probe, run_ffmpeg
-from celpaint.io.video import _MUXERS, WRITABLE_EXTENSIONS, _audio_args
+from celpaint.io.video import MUXERS, WRITABLE_EXTENSIONS, audio_options
 
 log = logging.getLogger("celpaint")
 
@@ -273,7 +273,7 @@ def join_parts(
     if replace is False and output.exists():
         raise InputError(f"{output} already exists; pass --overwrite to replace it")
     remove_stale_temporaries(output.parent, output)
-    audio_args, note = _audio_args(suffix, audio)
+    audio_args, note = audio_options(suffix, audio)
     if note:
         log.warning("%s: %s", output.name, note)
     temp = temporary_path(output)
@@ -287,7 +287,7 @@ def join_parts(
         args += ["-map", "0:v:0", *audio_args, "-c:v", "copy", "-map_metadata", "-1"]
         if suffix in (".mp4", ".m4v", ".mov"):
             args += ["-movflags", "+faststart"]
-        args += ["-f", _MUXERS[suffix], str(temp.absolute())]
+        args += ["-f", MUXERS[suffix], str(temp.absolute())]
         try:
             result = run_ffmpeg(args, ffmpeg)
             if result.returncode != 0:

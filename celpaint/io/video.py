@@ -513,9 +513,17 @@ def _check_size(spec: VideoCodec, pix_fmt: str, width: int, height: int) -> None
         )
 
 
-def _audio_args(
+def audio_options(
     suffix: str, audio_info: MediaInfo | None, lossless_audio: bool = False
 ) -> tuple[list[str], str | None]:
+    """ffmpeg arguments that take the audio streams of input 1 (``audio_info``'s file) into a
+    ``suffix`` container: copied where the container holds their codec, else re-encoded
+    (losslessly with ``lossless_audio``, for an intermediate that is muxed again later).
+
+    Returns:
+        (the arguments, empty without audio; a note for the user when audio is left out or
+        re-encoded, else None).
+    """
     if audio_info is None or not audio_info.audio:
         return [], None
     if suffix == ".gif":
@@ -617,7 +625,7 @@ class VideoWriter:
         self.frames_written = 0
         self._temp = partial_path(self.path)
         intermediate = codec is not None and CODECS[codec].intermediate
-        audio_args, audio_note = _audio_args(suffix, audio_from, lossless_audio=intermediate)
+        audio_args, audio_note = audio_options(suffix, audio_from, lossless_audio=intermediate)
         for note in (encoding.note, audio_note):
             if note:
                 log.warning("%s: %s", self.path.name, note)
@@ -632,7 +640,7 @@ class VideoWriter:
         for key, value in (metadata or {}).items():
             command += ["-metadata", f"{key}={value}"]
         # Absolute paths: a name starting with "-" must not read as an ffmpeg option.
-        command += ["-f", _MUXERS[suffix], str(self._temp.absolute())]
+        command += ["-f", MUXERS[suffix], str(self._temp.absolute())]
         self._command = command
         self._process: subprocess.Popen | None = None
         self._stderr: _StderrTail | None = None
@@ -708,7 +716,8 @@ class VideoWriter:
         self._temp.unlink(missing_ok=True)
 
 
-_MUXERS = {
+# ffmpeg's muxer (-f) for each container celpaint writes.
+MUXERS = {
     ".mp4": "mp4",
     ".m4v": "mp4",
     ".mov": "mov",
