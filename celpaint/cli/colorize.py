@@ -18,6 +18,7 @@ from celpaint.cli.options import (
     FFmpeg,
     Fps,
     ImageFormat,
+    KeepGoing,
     Lossless,
     MaxPixels,
     Model,
@@ -27,12 +28,13 @@ from celpaint.cli.options import (
     Precision,
     Preset,
     Quiet,
+    Recursive,
     Resume,
     StartNumber,
     encode_options,
     max_pixels,
 )
-from celpaint.errors import InputError, ProcessingError
+from celpaint.errors import InputError
 
 # celpaint.ops.temporal.TemporalParams's defaults (a test pins them).
 TEMPORAL_STRENGTH = 0.8
@@ -57,24 +59,8 @@ def colorize_command(
         ),
     ] = None,
     model: Model = AUTO,
-    recursive: Annotated[
-        bool,
-        typer.Option(
-            "--recursive",
-            "-R",
-            help="Walk the sub-folders of folders of videos: each folder of frames is one "
-            "clip; outputs mirror the tree.",
-        ),
-    ] = False,
-    keep_going: Annotated[
-        bool,
-        typer.Option(
-            "--keep-going",
-            "-k",
-            help="Skip an input that cannot be read or fails, finish the others, name it in "
-            "the summary and exit 1 (default: the first failure stops the batch).",
-        ),
-    ] = False,
+    recursive: Recursive = False,
+    keep_going: KeepGoing = False,
     device: Device = "auto",
     precision: Precision = "auto",
     batch_size: Annotated[
@@ -189,7 +175,7 @@ def colorize_command(
     quiet: Quiet = False,
 ) -> None:
     """Colorize clips, frame folders or images."""
-    from celpaint.cli.progress import RichProgress
+    from celpaint.cli.progress import RichProgress, raise_failures
     from celpaint.device import rank, rank_device, world_size
     from celpaint.ops.temporal import TemporalParams
     from celpaint.pipeline import shard as sharding
@@ -245,14 +231,7 @@ def colorize_command(
             )  # fmt: skip
     if rank() == 0:  # under torchrun, rank 0 reports for every process
         progress.summarize(results)  # below the finished bars
-    failed = [result for result in results if result.status == "failed"]
-    if failed:
-        names = ", ".join(str(result.input) for result in failed[:3])
-        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        raise ProcessingError(
-            f"{len(failed)} of {len(results)} inputs failed ({names}{more}); fix them and run "
-            "the same command with --resume to do only what is left"
-        )
+    raise_failures(results)
 
 
 def _shard(

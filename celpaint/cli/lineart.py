@@ -14,6 +14,7 @@ from celpaint.cli.options import (
     FFmpeg,
     Fps,
     ImageFormat,
+    KeepGoing,
     Lossless,
     MaxPixels,
     NoAudio,
@@ -21,6 +22,7 @@ from celpaint.cli.options import (
     PixFmt,
     Preset,
     Quiet,
+    Recursive,
     Resume,
     StartNumber,
     encode_options,
@@ -37,17 +39,22 @@ PHI = 150.0
 def lineart_command(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Color videos, folders of frames or images.", show_default=False),
+        typer.Argument(
+            help="Color videos, folders of frames, images, or folders of videos (a batch).",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Output video, image or folder; a folder for several inputs. "
+            help="Output video, image or folder; a folder for several inputs or a batch. "
             "Default: NAME_lineart beside each input.",
         ),
     ] = None,
+    recursive: Recursive = False,
+    keep_going: KeepGoing = False,
     sigma: Annotated[
         float, typer.Option("--sigma", help="Blur in pixels; larger gives thicker lines.")
     ] = SIGMA,
@@ -79,7 +86,7 @@ def lineart_command(
     quiet: Quiet = False,
 ) -> None:
     """Draw line art (XDoG) from color clips, frame folders or images."""
-    from celpaint.cli.progress import RichProgress
+    from celpaint.cli.progress import RichProgress, raise_failures
     from celpaint.ops.lineart import LineArtParams
     from celpaint.pipeline.api import extract_line_art
 
@@ -93,6 +100,9 @@ def lineart_command(
         encoder_option=encoder_option, image_format=image_format, start_number=start_number,
     )  # fmt: skip
     with RichProgress(quiet=quiet, verb="traced") as progress:
-        extract_line_art(
-            inputs, output, params, options, progress, max_pixels=max_pixels(pixel_limit)
-        )
+        results = extract_line_art(
+            inputs, output, params, options, progress, max_pixels=max_pixels(pixel_limit),
+            recursive=recursive, keep_going=keep_going,
+        )  # fmt: skip
+        progress.summarize(results)
+    raise_failures(results)

@@ -68,6 +68,24 @@ Fps = Annotated[
     typer.Option("--fps", help="Frame rate for frame folders written as video, e.g. 24000/1001."),
 ]
 NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio.")]
+Recursive = Annotated[
+    bool,
+    typer.Option(
+        "--recursive",
+        "-R",
+        help="Walk the sub-folders of folders of videos: each folder of frames is one "
+        "clip; outputs mirror the tree.",
+    ),
+]
+KeepGoing = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going",
+        "-k",
+        help="Skip an input that cannot be read or fails, finish the others, name it in "
+        "the summary and exit 1 (default: the first failure stops the batch).",
+    ),
+]
 Resume = Annotated[
     bool,
     typer.Option(

@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from celpaint.errors import ProcessingError
 from celpaint.pipeline import engine
 from celpaint.pipeline.jobs import Job
 
@@ -117,6 +118,19 @@ class RichProgress(engine.Progress):
         line = summary(results, self.verb)
         if line:
             self.console.print(line, highlight=False, soft_wrap=True)
+
+
+def raise_failures(results: Sequence[engine.JobResult]) -> None:
+    """Raise ``ProcessingError`` (exit 1) naming the inputs that failed (``--keep-going``),
+    telling the user how to finish the run; nothing when none failed."""
+    failed = [result for result in results if result.status == "failed"]
+    if failed:
+        names = ", ".join(str(result.input) for result in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise ProcessingError(
+            f"{len(failed)} of {len(results)} inputs failed ({names}{more}); fix them and run "
+            "the same command with --resume to do only what is left"
+        )
 
 
 def summary(results: Sequence[engine.JobResult], verb: str = "colored") -> str | None:

@@ -248,22 +248,24 @@ def extract_line_art(
     progress: Progress | None = None,
     batch_size: int = 8,
     max_pixels: int = MAX_PIXELS,
+    recursive: bool = False,
+    keep_going: bool = False,
 ) -> list[JobResult]:
     """Turn color clips, frame folders or images into line art (``ops.lineart.xdog``).
 
     Outputs follow the same rules as ``colorize``: a video keeps its frame rate and audio, a
     folder of frames keeps its frame names, an image stays an image; without ``output`` each
-    result goes beside its input as ``NAME_lineart``. ``max_pixels``: as for ``colorize``.
+    result goes beside its input as ``NAME_lineart``. ``max_pixels``, ``recursive`` and
+    ``keep_going``: as for ``colorize``.
 
     Raises:
         InputError: a missing or unreadable input, or an output that exists without
-            ``encode.overwrite``.
+            ``encode.overwrite`` (unless ``keep_going``).
     """
-    jobs = plan(
-        _as_list(inputs), output, encode or EncodeOptions(), tag="lineart", max_pixels=max_pixels
-    )
+    jobs = plan(_as_list(inputs), output, encode or EncodeOptions(), tag="lineart",
+                max_pixels=max_pixels, recursive=recursive, keep_going=keep_going)  # fmt: skip
     transform = functools.partial(line_art_batch, params=params)
-    return run_jobs(jobs, batch_size, progress, transform=transform)
+    return run_jobs(jobs, batch_size, progress, transform=transform, keep_going=keep_going)
 
 
 def convert(

@@ -97,7 +97,7 @@ def _mixed(folder: Path, contents: FolderContents) -> InputError:
     return InputError(
         f"{folder} holds both frames ({contents.images[0].name}) and videos "
         f"({contents.videos[0].name}); move the frames of each sequence into a folder of "
-        "their own, then colorize the folder"
+        "their own, then give the folder again"
     )
 
 
@@ -124,7 +124,7 @@ def batch_inputs(folder: Path, recursive: bool = False) -> list[Path] | None:
     if inputs:
         if contents.folders and not recursive:
             log.warning(
-                "%s: %d sub-folder(s) not walked; pass --recursive to colorize what they hold",
+                "%s: %d sub-folder(s) not walked; pass --recursive to take in what they hold",
                 folder, len(contents.folders),
             )  # fmt: skip
         return inputs
@@ -132,7 +132,7 @@ def batch_inputs(folder: Path, recursive: bool = False) -> list[Path] | None:
     if contents.folders and not recursive:
         raise InputError(
             f"{folder} holds no images or videos, only sub-folders; pass --recursive to "
-            "colorize the clips and frame folders inside them"
+            "take in the clips and frame folders inside them"
         )
     where = " in any of its sub-folders" if recursive and contents.folders else ""
     raise InputError(f"{folder} holds no images or videos{where} (looked for {looked})")

@@ -80,3 +80,29 @@ def test_default_output_beside_input(tmp_path):
     source = write_image(tmp_path / "pic.png", cartoon())
     assert main(["lineart", str(source), "-q"]) == 0
     assert (tmp_path / "pic_lineart.png").is_file()
+
+
+def test_a_nested_batch_and_keep_going(tmp_path, ffmpeg, capsys):
+    from tests.conftest import make_clip, make_frames
+
+    tree = tmp_path / "season"
+    tree.mkdir()
+    make_clip(tree / "a.mp4", ffmpeg, frames=3, size=(64, 48))
+    (tree / "bad.mp4").write_bytes(b"\x00\x01 not a video")
+    make_frames(tree / "ep1" / "shot", count=2)
+    out = tmp_path / "out"
+    # Without --keep-going the unreadable input stops the batch before anything is written.
+    assert main(["lineart", str(tree), "-o", str(out), "-R"]) == 2
+    assert not out.exists()
+    capsys.readouterr()
+    # With it: the others are traced (the tree mirrored), the bad one is named, exit 1.
+    assert main(["lineart", str(tree), "-o", str(out), "-R", "-k"]) == 1
+    err = capsys.readouterr().err
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["a.mp4", "ep1/shot/f1.png", "ep1/shot/f2.png"]
+    assert "failed" in err and "bad.mp4" in err and "2 traced, 1 failed" in err
+    assert probe(out / "a.mp4", ffmpeg).frame_count == 3
+    # Sub-folders are walked only with -R.
+    capsys.readouterr()
+    assert main(["lineart", str(tree / "ep1"), "-o", str(tmp_path / "flat"), "-k"]) == 2
+    assert "only sub-folders; pass --recursive" in capsys.readouterr().err
