@@ -18,6 +18,9 @@ same clip (median of ``--repeats``, interleaved).
 
     python benchmarks/bench_reference.py [--model-lineart lineart] [--model-gray gray]
         [--repeats 3] [--json benchmarks/results-reference-cpu-2core.json]
+
+``--memory N`` instead measures peak memory (RSS) on a generated line-art pan of N frames at
+512x288, with one keyframe and without, each in a process of its own, and adds it to --json.
 """
 
 from __future__ import annotations
@@ -137,6 +140,54 @@ def adapt_case(clip, model, truth, truth_folder, work, steps) -> dict:
     }
 
 
+def memory_child(mode: str, frames: int) -> None:
+    """One measurement of ``--memory`` (run in a child process): prints a JSON line."""
+    import resource
+
+    import cv2
+
+    from celpaint.pipeline.colorizer import ColorizeOptions
+    from celpaint.pipeline.reference import KeyframeColorizer
+
+    rng = np.random.default_rng(0)
+    scene = np.full((576, 1024, 3), 255, np.uint8)
+    for _ in range(60):
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        center = (int(rng.integers(0, 1024)), int(rng.integers(0, 576)))
+        cv2.circle(scene, center, int(rng.integers(10, 60)), color, -1)
+
+    def frame(t: int) -> tuple[np.ndarray, np.ndarray]:
+        color = scene[100:388, t % 400 : t % 400 + 512].copy()
+        lines = 255 - cv2.Canny(color, 50, 150)
+        return np.repeat(lines[..., None], 3, axis=2), color
+
+    colorizer = Colorizer.from_pretrained("lineart", device="cpu")
+    references = {0: frame(0)[1]} if mode == "reference" else {}
+    keyframes = KeyframeColorizer(colorizer, ColorizeOptions(), references)
+    predict, record = keyframes.analysis_stages()
+    for start in range(0, frames, 8):
+        batch = np.stack([frame(t)[0] for t in range(start, min(frames, start + 8))])
+        record([str(t) for t in range(start, start + len(batch))], predict(batch))
+    analysis = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    keyframes.carry()
+    carried = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mb_after_analysis": analysis, "peak_mb_after_carry": carried}))
+
+
+def memory_case(frames: int) -> dict:
+    import subprocess
+    import sys
+
+    out = {"frames": frames, "size": "512x288", "model": "lineart"}
+    for mode in ("reference", "none"):
+        command = [sys.executable, __file__, "--memory-child", mode, "--memory", str(frames)]
+        text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        out[mode] = json.loads(text.strip().splitlines()[-1])
+    extra = out["reference"]["peak_mb_after_carry"] - out["reference"]["peak_mb_after_analysis"]
+    out["carry_mb_per_frame"] = extra / frames
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-lineart", default="lineart")
@@ -147,7 +198,19 @@ def main() -> None:
     parser.add_argument(
         "--adapt-only", action="store_true", help="only the adaptation case, added to --json"
     )
+    parser.add_argument("--memory", type=int, help="only peak memory on N generated frames")
+    parser.add_argument("--memory-child", choices=("reference", "none"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.memory)
+        return
+    if args.memory:
+        results = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+        results["memory"] = memory_case(args.memory)
+        print(f"memory {results['memory']}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
     torch.manual_seed(0)
     truth = read_frames(SAMPLES / "clip_color.mp4")
     last = len(truth) - 1

@@ -218,11 +218,12 @@ def carry_shot(
                        for key, order in passes]  # fmt: skip
             for future in futures:
                 future.result()
+    settled = carrier.settled
     out = carrier.blend()
     for key in keys:
         out[key] = keyframes[key].astype(np.float32, copy=True)
-        carrier.settled[key][:] = True
-    return out, carrier.settled
+        settled[key][:] = True
+    return out, settled
 
 
 class _Trail:
@@ -329,11 +330,16 @@ class _Carrier:
         return weight
 
     def blend(self) -> list[np.ndarray]:
+        """Each frame's weighted mean of what arrived, the fallback where nothing did; made in
+        the sums' own arrays (a shot's worth of frames is the largest thing the carry holds)."""
         out = []
         for total, weight, fallback in zip(self.sums, self.weights, self.fallbacks, strict=True):
-            reached = weight > 0
-            blended = total / np.maximum(weight, np.float32(1e-12))[..., None]
-            out.append(np.where(reached[..., None], blended, fallback).astype(np.float32))
+            missing = weight <= 0
+            np.maximum(weight, np.float32(1e-12), out=weight)
+            total /= weight[..., None]
+            np.copyto(total, fallback, where=missing[..., None])
+            out.append(total)
+        self.sums = self.weights = None
         return out
 
 

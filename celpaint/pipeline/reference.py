@@ -44,6 +44,8 @@ MIN_REFERENCE_CHROMA = 3.0
 # A reference of another resolution is scaled when its aspect ratio is within this of the
 # frames'.
 _ASPECT_TOLERANCE = 0.01
+# Frames smoothed per call when a shot is smoothed after the carry.
+_SMOOTH_FRAMES = 32
 _NUMBERED = re.compile(r"^(\d+)=(.+)$")
 _LISTED = 5
 
@@ -193,36 +195,42 @@ class KeyframeColorizer:
         for start, end in self._shots():
             keys = {i - start: self._work_lab(self.references[i]) for i in self.references
                     if start <= i < end}  # fmt: skip
-            labs = self.labs[start:end]
             settled = None
             if keys:
                 if self.task.keeps_input_lightness:
                     palette = lightness_palette(list(keys.values()))
-                    labs = [palette_fill(lab, palette) for lab in labs]
-                labs, settled = carry_shot(
-                    self.grays[start:end], labs, keys, not self.task.keeps_input_lightness,
-                    self.params,
+                    for index in range(start, end):
+                        self.labs[index] = palette_fill(self.labs[index], palette)
+                self.labs[start:end], settled = carry_shot(
+                    self.grays[start:end], self.labs[start:end], keys,
+                    not self.task.keeps_input_lightness, self.params,
                 )  # fmt: skip
                 self.carried.update(range(start, end))
-            self.labs[start:end] = self._smooth(start, end, labs, settled)
+            self._smooth(start, end, settled)
 
-    def _smooth(self, start: int, end: int, labs: list, settled: list | None) -> list:
-        """A shot's colors smoothed over time, as any clip's (unless ``--no-temporal``).
+    def _smooth(self, start: int, end: int, settled: list | None) -> None:
+        """Smooth a shot's colors over time in place, as any clip's (unless
+        ``--no-temporal``), a few frames at a time (the smoother carries its state from one
+        call to the next).
 
         In a shot with keyframes, the settled colors (regions the keyframes' colors reached)
         stay exact; the rest (colors along lines and edges, filled in from a neighbour, the
         fallback) would flicker and are smoothed.
         """
-        if self.stream.smoother is None:
-            return labs
-        self.stream.smoother.reset()
-        smoothed = self.stream.smoother.process_batch(
-            np.stack(self.grays[start:end]), np.stack(labs), usable_cores()
-        )
-        if settled is None:
-            return list(smoothed)
-        pairs = zip(labs, smoothed, settled, strict=True)
-        return [np.where(mask[..., None], lab, smooth) for lab, smooth, mask in pairs]
+        smoother = self.stream.smoother
+        if smoother is None:
+            return
+        smoother.reset()
+        for first in range(start, end, _SMOOTH_FRAMES):
+            last = min(end, first + _SMOOTH_FRAMES)
+            smoothed = smoother.process_batch(
+                np.stack(self.grays[first:last]), np.stack(self.labs[first:last]),
+                usable_cores(),
+            )  # fmt: skip
+            for index, lab in zip(range(first, last), smoothed, strict=True):
+                if settled is not None:
+                    np.copyto(lab, self.labs[index], where=settled[index - start][..., None])
+                self.labs[index] = lab
 
     def _work_lab(self, rgb: np.ndarray) -> np.ndarray:
         small = resize_to_work(rgb, self.work_size)
