@@ -291,23 +291,26 @@ class TemporalSmoother:
             out[index] = self._process(gray, lab, guides[index], motions[index])
         return out
 
-    def scene_cuts(self, grays: np.ndarray) -> list[int]:
+    def scene_cuts(self, grays: np.ndarray, workers: int = 1) -> list[int]:
         """The frames of a clip that start a new shot, as ``process`` finds them: indices
         (> 0) into ``grays`` (uint8 ``(T, H, W)`` input frames), whose scene-change score
         against the frame before reaches ``scene_threshold``. The smoother's state is not
-        used or changed."""
-        guides = [self._guide_of(gray) for gray in grays]
-        estimator = FlowEstimator(self.params.preset)
-        cuts = []
-        for index in range(1, len(guides)):
+        used or changed; ``workers`` threads score the pairs (the same result)."""
+
+        def cut(index: int) -> bool:
             current, previous = guides[index].small, guides[index - 1].small
             if current.shape != previous.shape:
-                cuts.append(index)
-                continue
+                return True
+            estimator = getattr(self._estimators, "cuts", None)
+            if estimator is None:
+                estimator = self._estimators.cuts = FlowEstimator(self.params.preset)
             flow = estimator.estimate(current, previous)
-            if scene_change_score(current, previous, flow) >= self.params.scene_threshold:
-                cuts.append(index)
-        return cuts
+            return scene_change_score(current, previous, flow) >= self.params.scene_threshold
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers), "celpaint-cuts") as pool:
+            guides = list(pool.map(self._guide_of, grays))
+            found = list(pool.map(cut, range(1, len(guides))))
+        return [index for index, is_cut in enumerate(found, start=1) if is_cut]
 
     def _motion(self, current: _Guide, previous: _Guide) -> _Motion:
         """Flow current -> previous, its unreliable pixels and the scene-change score."""

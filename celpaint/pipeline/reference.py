@@ -45,7 +45,7 @@ MIN_REFERENCE_CHROMA = 3.0
 # frames'.
 _ASPECT_TOLERANCE = 0.01
 # Frames smoothed per call when a shot is smoothed after the carry.
-_SMOOTH_FRAMES = 32
+_SMOOTH_FRAMES = 64
 _NUMBERED = re.compile(r"^(\d+)=(.+)$")
 _LISTED = 5
 
@@ -240,7 +240,7 @@ class KeyframeColorizer:
         """``(start, end)`` of every shot, cut where the smoothing would cut
         (``TemporalSmoother.scene_cuts``; its default settings with ``--no-temporal``)."""
         smoother = self.stream.smoother or TemporalSmoother(TemporalParams())
-        cuts = [0, *smoother.scene_cuts(np.stack(self.grays)), len(self.grays)]
+        cuts = [0, *smoother.scene_cuts(np.stack(self.grays), usable_cores()), len(self.grays)]
         return list(zip(cuts[:-1], cuts[1:], strict=True))
 
     def render_stage(self) -> NamedStage:

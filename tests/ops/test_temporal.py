@@ -472,6 +472,8 @@ def test_scene_cuts_are_where_the_smoothing_cuts():
     grays = np.stack(grays_a + grays_b)
     smoother = TemporalSmoother()
     assert smoother.scene_cuts(grays) == [len(grays_a)]
+    assert smoother.scene_cuts(grays, workers=2) == [len(grays_a)]  # threads: the same
     smoother.process_batch(grays, np.zeros((*grays.shape, 3), np.float32))
     assert smoother.last_cut is False  # unchanged by scene_cuts, and the clip ends mid-shot
     assert TemporalSmoother().scene_cuts(grays[:1]) == []
+    assert TemporalSmoother().scene_cuts(grays[:1], workers=2) == []
