@@ -234,7 +234,8 @@ class _Trail:
         height, width = key_lab.shape[:2]
         self.key_lab = key_lab
         self.guide = guide  # uint8 (h, w): the current frame's flow guide
-        self.source = _grid(height, width)  # float32 (h, w, 2) keyframe positions
+        # float32 (h, w, 2) keyframe positions: each pixel's own at the keyframe (no motion).
+        self.source = sampling_positions(np.zeros((height, width, 2), np.float32))
         self.direct = np.ones((height, width), np.uint8)  # followed from the keyframe
         self.known = np.ones((height, width), np.uint8)  # a keyframe color (direct or filled)
         self.lab = key_lab  # float32 (h, w, 3)
@@ -341,9 +342,3 @@ class _Carrier:
             out.append(total)
         self.sums = self.weights = None
         return out
-
-
-def _grid(height: int, width: int) -> np.ndarray:
-    """float32 ``(height, width, 2)``: each pixel's own (x, y)."""
-    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    return np.stack([xs, ys], axis=-1)

@@ -42,10 +42,7 @@ def flat_fill(
         ValueError: ``line_art`` not uint8 ``(H, W)``, ``values`` not ``(H, W, C)`` at its
             size, or ``max_samples < 1``.
     """
-    if line_art.dtype != np.uint8 or line_art.ndim != 2:
-        raise ValueError(
-            f"line_art must be a uint8 (H, W) frame, got {line_art.dtype} {line_art.shape}"
-        )
+    _check_gray(line_art, "line_art")
     if values.ndim != 3 or values.shape[:2] != line_art.shape:
         raise ValueError(
             f"values must be (H, W, C) with (H, W) = {line_art.shape}, got {values.shape}"
@@ -128,10 +125,7 @@ def closed_regions(
     Raises:
         ValueError: ``line_art`` not uint8 ``(H, W)``, or a negative ``gap``.
     """
-    if line_art.dtype != np.uint8 or line_art.ndim != 2:
-        raise ValueError(
-            f"line_art must be a uint8 (H, W) frame, got {line_art.dtype} {line_art.shape}"
-        )
+    _check_gray(line_art, "line_art")
     lines = (line_art < line_threshold).astype(np.uint8)
     return _regions_between(lines, gap, min_size)
 
